@@ -1,0 +1,277 @@
+//! `tiersync`, the operator's CLI. Endpoint, region and credentials come from the standard AWS
+//! environment (`AWS_ENDPOINT_URL`, `AWS_PROFILE`, …) through aws-config; the table from
+//! `--table` or `TABLE_NAME`. Machine-readable results go to stdout as JSON; logs go to stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::handler::{self, RawEvent, SyncHandler, DEFAULT_CONCURRENCY};
+use crate::schema::{Tier, UserId};
+use crate::store::{DynamoStore, TableCreate};
+use crate::worker::{OnFailureTarget, Worker, WorkerConfig, MAX_BATCH_SIZE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tiersync",
+    version,
+    about = "Keep a user's tier in sync from USAGE#LIMITS to PROFILE through the DynamoDB stream"
+)]
+pub struct Cli {
+    /// The DynamoDB table.
+    #[arg(long, env = "TABLE_NAME", global = true)]
+    pub table: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the table.
+    #[command(subcommand)]
+    Table(TableCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Set a user's tier on USAGE#LIMITS (the stream syncs PROFILE).
+    SetTier {
+        user_id: String,
+        /// free | premium
+        tier: Tier,
+    },
+    /// Print a user's usage item as JSON (one GetItem).
+    Usage { user_id: String },
+    /// Run the local stream worker: the event source mapping on this machine.
+    Worker(WorkerArgs),
+    /// Run the sync handler on a Lambda event JSON file; prints the batch response last.
+    Sync {
+        /// A DynamoDB stream event as Lambda delivers it (`{"Records": [...]}`).
+        #[arg(long)]
+        event: PathBuf,
+        /// Touch no database: print each planned PROFILE write as a JSON line first.
+        #[arg(long)]
+        dry_run: bool,
+        /// Concurrent PROFILE writes.
+        #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create the table (PK/SK strings, on-demand, stream NEW_AND_OLD_IMAGES). Idempotent.
+    Create,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create PROFILE and USAGE#LIMITS in one transaction.
+    Create {
+        user_id: String,
+        #[arg(long, default_value = "free")]
+        tier: Tier,
+    },
+    /// Print both items' tier and version, and whether they agree (one consistent Query).
+    Show { user_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Drain every shard to its current end and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Records per handler invocation (1–10000), like the mapping's BatchSize.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH_SIZE as i64))]
+    pub batch_size: u32,
+    /// Redeliveries of a failing batch before it goes to the on-failure destination.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
+    /// First backoff delay between redeliveries, in milliseconds (doubles, with jitter, up to 10 s).
+    #[arg(long, default_value_t = 200)]
+    pub retry_delay_ms: u64,
+    /// Ignore the saved checkpoints and read every shard from TRIM_HORIZON.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Checkpoint file [default: .tiersync/<table>.checkpoint.json].
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// SQS queue URL that receives on-failure records.
+    #[arg(long, conflicts_with = "on_failure_file")]
+    pub on_failure_queue: Option<String>,
+    /// JSON-lines file that receives on-failure records.
+    #[arg(long)]
+    pub on_failure_file: Option<PathBuf>,
+    /// Concurrent PROFILE writes per batch.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Pause between polls of a caught-up stream, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+}
+
+/// Logs to stderr, `info` by default (`RUST_LOG` overrides).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(filter)
+        .init();
+}
+
+fn user(id: &str) -> Result<UserId> {
+    UserId::parse(id).with_context(|| format!("invalid user id {id:?}"))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+/// Runs the CLI.
+pub async fn run(cli: Cli) -> Result<()> {
+    // `sync --dry-run` touches no database: no client, no table needed.
+    if let Command::Sync {
+        event,
+        dry_run: true,
+        ..
+    } = &cli.command
+    {
+        return sync_dry_run(event, cli.table.as_deref().unwrap_or("-"));
+    }
+    let table = cli
+        .table
+        .clone()
+        .context("no table: pass --table NAME or set TABLE_NAME")?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
+    match cli.command {
+        Command::Table(TableCommand::Create) => {
+            let outcome = store.create_table().await?;
+            let created = outcome == TableCreate::Created;
+            print_json(&serde_json::json!({"table": table, "created": created}))
+        }
+        Command::User(UserCommand::Create { user_id, tier }) => {
+            let id = user(&user_id)?;
+            store.create_user(&id, tier, Utc::now()).await?;
+            print_json(&serde_json::json!({"user_id": id, "tier": tier, "tier_version": 1}))
+        }
+        Command::User(UserCommand::Show { user_id }) => {
+            let id = user(&user_id)?;
+            print_json(&store.get_user(&id).await?)
+        }
+        Command::SetTier { user_id, tier } => {
+            let id = user(&user_id)?;
+            let outcome = store.set_tier(&id, tier, Utc::now()).await?;
+            let mut v = serde_json::to_value(outcome)?;
+            v["user_id"] = serde_json::json!(id);
+            v["tier"] = serde_json::json!(tier);
+            print_json(&v)
+        }
+        Command::Usage { user_id } => print_json(&store.get_user_usage(&user(&user_id)?).await?),
+        Command::Sync {
+            event, concurrency, ..
+        } => {
+            let raw = read_event(&event)?;
+            let handler = SyncHandler::new(store, concurrency);
+            let outcome = handler.handle(&raw, Utc::now()).await;
+            tracing::info!(counts = ?outcome.counts, "batch handled");
+            print_json(&outcome.response)
+        }
+        Command::Worker(args) => run_worker(args, &aws, store, &table).await,
+    }
+}
+
+fn read_event(path: &PathBuf) -> Result<RawEvent> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a Lambda DynamoDB event ({{\"Records\": [...]}})",
+            path.display()
+        )
+    })
+}
+
+fn sync_dry_run(event: &PathBuf, table: &str) -> Result<()> {
+    let raw = read_event(event)?;
+    let plan = handler::plan(table, &raw.records);
+    for w in &plan.writes {
+        print_json(w)?;
+    }
+    tracing::info!(counts = ?plan.counts, "dry run: nothing written");
+    print_json(&handler::batch_response(Vec::new()))
+}
+
+async fn run_worker(
+    args: WorkerArgs,
+    aws: &aws_config::SdkConfig,
+    store: DynamoStore,
+    table: &str,
+) -> Result<()> {
+    let stream_arn = store.stream_arn().await?.with_context(|| {
+        format!("table {table} has no stream; create it with `tiersync table create`")
+    })?;
+    let mut cfg = WorkerConfig::new(
+        args.state_file
+            .unwrap_or_else(|| PathBuf::from(format!(".tiersync/{table}.checkpoint.json"))),
+    );
+    cfg.batch_size = args.batch_size as usize;
+    cfg.max_retries = args.max_retries;
+    cfg.retry_min_delay = Duration::from_millis(args.retry_delay_ms);
+    cfg.once = args.once;
+    cfg.from_start = args.from_start;
+    cfg.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    cfg.on_failure = match (args.on_failure_queue, args.on_failure_file) {
+        (Some(url), _) => Some(OnFailureTarget::Queue {
+            client: aws_sdk_sqs::Client::new(aws),
+            url,
+        }),
+        (None, Some(path)) => Some(OnFailureTarget::File(path)),
+        (None, None) => None,
+    };
+    if cfg.on_failure.is_none() {
+        tracing::warn!("no --on-failure-queue or --on-failure-file: batches whose retries run out are only logged");
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing the batch in hand");
+        let _ = tx.send(true);
+    });
+    let worker = Worker::new(
+        aws_sdk_dynamodbstreams::Client::new(aws),
+        SyncHandler::new(store, args.concurrency),
+        stream_arn,
+        cfg,
+    );
+    let summary = worker.run(rx).await?;
+    print_json(&summary)?;
+    if summary.on_failure > 0 {
+        bail!(
+            "{} batch(es) went to the on-failure destination",
+            summary.on_failure
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,590 @@
+//! Pure decisions of the sync path: decode one stream record, decide what it means, coalesce a
+//! batch into at most one PROFILE write per user, and pick the sequence numbers to report as
+//! failed. No I/O here, so every rule is unit- and property-tested without a database.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+
+use aws_lambda_events::dynamodb::EventRecord;
+use serde_dynamo::AttributeValue;
+
+use crate::schema::{Tier, UserId, PK, SK, SK_LIMITS, TIER, TIER_VERSION};
+
+/// A stream sequence number. Decimal digits of any length that grow within a shard: ordered as big
+/// integers (by length, then lexically), never as `u64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SeqNo(String);
+
+impl SeqNo {
+    /// Accepts a non-empty string of ASCII digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn significant(&self) -> &str {
+        let trimmed = self.0.trim_start_matches('0');
+        if trimmed.is_empty() {
+            "0"
+        } else {
+            trimmed
+        }
+    }
+}
+
+impl Ord for SeqNo {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.significant(), other.significant());
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+}
+
+impl PartialOrd for SeqNo {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SeqNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SeqNo {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or_else(|| format!("invalid sequence number {s:?}"))
+    }
+}
+
+impl From<SeqNo> for String {
+    fn from(s: SeqNo) -> String {
+        s.0
+    }
+}
+
+/// A tier change to propagate: USAGE#LIMITS of `user` reached `version` with `tier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChange {
+    pub user: UserId,
+    pub tier: Tier,
+    pub version: u64,
+    pub seq: SeqNo,
+}
+
+/// Why a record needs no write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// An item other than USAGE#LIMITS (PROFILE, or another entity of a single-table design).
+    OtherItem,
+    /// A deleted item: deleting USAGE#LIMITS never rewrites a profile.
+    Remove,
+    /// USAGE#LIMITS changed without a tier change (usage increment, daily reset, no-op write).
+    NoTierChange,
+}
+
+/// What one well-formed stream record means for the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Skip(Skip),
+    /// The tier changed but `tier_version` did not rise: a writer broke the contract. Not applied
+    /// (there is no version to order it by); logged and counted.
+    Unversioned {
+        user: UserId,
+        seq: SeqNo,
+        old_tier: Option<String>,
+        new_tier: Option<String>,
+    },
+    Change(TierChange),
+}
+
+/// Why a record is poison: it can never be applied, so it is logged, counted and skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoisonReason {
+    #[error("undecodable record: {0}")]
+    Undecodable(String),
+    #[error("missing or invalid sequence number")]
+    BadSequenceNumber,
+    #[error("unknown eventName {0:?}")]
+    UnknownEventName(String),
+    #[error("bad key: {0}")]
+    BadKey(String),
+    #[error("{image} image has a non-numeric or negative tier_version: {value}")]
+    BadVersion { image: &'static str, value: String },
+    #[error("tier_version rose to {version} but the new image has no tier")]
+    MissingTier { version: u64 },
+    #[error(transparent)]
+    UnknownTier(#[from] crate::schema::UnknownTier),
+}
+
+/// A poison record with what could be salvaged of its identity, for the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub seq: Option<String>,
+    pub pk: Option<String>,
+    pub sk: Option<String>,
+    pub reason: PoisonReason,
+}
+
+impl Poison {
+    fn of(record: &EventRecord, reason: PoisonReason) -> Self {
+        Self {
+            seq: record.change.sequence_number.clone(),
+            pk: string_attr(&record.change.keys, PK).map(str::to_owned),
+            sk: string_attr(&record.change.keys, SK).map(str::to_owned),
+            reason,
+        }
+    }
+}
+
+/// Decodes one record of a Lambda DynamoDB event (one element of `Records`) and decides what it
+/// means. Each record is decoded on its own so that one malformed record cannot fail the batch.
+pub fn decode(raw: &str) -> Result<Decision, Poison> {
+    match serde_json::from_str::<EventRecord>(raw) {
+        Ok(record) => decide(&record),
+        Err(e) => Err(salvage(raw, e)),
+    }
+}
+
+/// Reads what identity it can from a record that did not decode.
+fn salvage(raw: &str, err: serde_json::Error) -> Poison {
+    let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+    let change = &value["dynamodb"];
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    Poison {
+        seq: text(&change["SequenceNumber"]),
+        pk: text(&change["Keys"][PK]["S"]),
+        sk: text(&change["Keys"][SK]["S"]),
+        reason: PoisonReason::Undecodable(err.to_string()),
+    }
+}
+
+/// Decides what a decoded record means. See README "How a record is handled".
+pub fn decide(record: &EventRecord) -> Result<Decision, Poison> {
+    let poison = |reason| Poison::of(record, reason);
+    let change = &record.change;
+    let seq = change
+        .sequence_number
+        .as_deref()
+        .and_then(SeqNo::parse)
+        .ok_or_else(|| poison(PoisonReason::BadSequenceNumber))?;
+    let is_remove = match record.event_name.as_str() {
+        "INSERT" | "MODIFY" => false,
+        "REMOVE" => true,
+        other => return Err(poison(PoisonReason::UnknownEventName(other.to_owned()))),
+    };
+    let sk = string_attr(&change.keys, SK)
+        .ok_or_else(|| poison(PoisonReason::BadKey("no string SK".into())))?;
+    if sk != SK_LIMITS {
+        return Ok(Decision::Skip(Skip::OtherItem));
+    }
+    if is_remove {
+        return Ok(Decision::Skip(Skip::Remove));
+    }
+    let pk = string_attr(&change.keys, PK)
+        .ok_or_else(|| poison(PoisonReason::BadKey("no string PK".into())))?;
+    let user = UserId::from_pk(pk).map_err(|e| poison(PoisonReason::BadKey(e.to_string())))?;
+
+    let new_version = version(&change.new_image, "new").map_err(poison)?;
+    let old_version = version(&change.old_image, "old").map_err(poison)?;
+    if new_version > old_version {
+        let tier = match change.new_image.get(TIER) {
+            Some(AttributeValue::S(s)) => s.parse::<Tier>().map_err(|e| poison(e.into()))?,
+            _ => {
+                return Err(poison(PoisonReason::MissingTier {
+                    version: new_version,
+                }))
+            }
+        };
+        return Ok(Decision::Change(TierChange {
+            user,
+            tier,
+            version: new_version,
+            seq,
+        }));
+    }
+    let old_tier = change.old_image.get(TIER);
+    let new_tier = change.new_image.get(TIER);
+    if old_tier != new_tier {
+        let show = |v: Option<&AttributeValue>| match v {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            Some(other) => Some(format!("{other:?}")),
+            None => None,
+        };
+        return Ok(Decision::Unversioned {
+            user,
+            seq,
+            old_tier: show(old_tier),
+            new_tier: show(new_tier),
+        });
+    }
+    Ok(Decision::Skip(Skip::NoTierChange))
+}
+
+fn string_attr<'a>(item: &'a serde_dynamo::Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// `tier_version` of an image; missing (an item written before tiersync) counts as 0.
+fn version(item: &serde_dynamo::Item, image: &'static str) -> Result<u64, PoisonReason> {
+    match item.get(TIER_VERSION) {
+        None => Ok(0),
+        Some(AttributeValue::N(n)) => n.parse().map_err(|_| PoisonReason::BadVersion {
+            image,
+            value: n.clone(),
+        }),
+        Some(other) => Err(PoisonReason::BadVersion {
+            image,
+            value: format!("{other:?}"),
+        }),
+    }
+}
+
+/// The one PROFILE write a batch needs for a user: the highest version seen, and the lowest
+/// sequence number among the user's changes, which is what gets reported if the write fails
+/// (the redelivery from there includes the record that carries `version`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedWrite {
+    pub user_id: UserId,
+    pub tier: Tier,
+    pub tier_version: u64,
+    #[serde(skip)]
+    pub first_seq: SeqNo,
+}
+
+/// Coalesces a batch's changes: per user only the highest version is written. Output is ordered
+/// by each user's first sequence number, so plans are deterministic.
+pub fn coalesce(changes: impl IntoIterator<Item = TierChange>) -> Vec<PlannedWrite> {
+    let mut by_user: HashMap<UserId, PlannedWrite> = HashMap::new();
+    for c in changes {
+        match by_user.get_mut(&c.user) {
+            Some(w) => {
+                if c.version > w.tier_version {
+                    w.tier_version = c.version;
+                    w.tier = c.tier;
+                }
+                if c.seq < w.first_seq {
+                    w.first_seq = c.seq;
+                }
+            }
+            None => {
+                by_user.insert(
+                    c.user.clone(),
+                    PlannedWrite {
+                        user_id: c.user,
+                        tier: c.tier,
+                        tier_version: c.version,
+                        first_seq: c.seq,
+                    },
+                );
+            }
+        }
+    }
+    let mut writes: Vec<_> = by_user.into_values().collect();
+    writes.sort_by(|a, b| a.first_seq.cmp(&b.first_seq));
+    writes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A record exactly as Lambda delivers it for a NEW_AND_OLD_IMAGES stream.
+    fn record(event: &str, sk: &str, old: serde_json::Value, new: serde_json::Value) -> String {
+        json!({
+            "eventID": "c4ca4238a0b923820dcc509a6f75849b",
+            "eventName": event,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1764806400.0,
+                "Keys": {"PK": {"S": "USER#u1"}, "SK": {"S": sk}},
+                "NewImage": new,
+                "OldImage": old,
+                "SequenceNumber": "111100000000000000001",
+                "SizeBytes": 120,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-12-01T00:00:00.000"
+        })
+        .to_string()
+    }
+
+    fn limits(tier: &str, version: Option<&str>, used: u64) -> serde_json::Value {
+        let mut v = json!({
+            "PK": {"S": "USER#u1"}, "SK": {"S": "USAGE#LIMITS"},
+            "tier": {"S": tier}, "daily_used": {"N": used.to_string()},
+            "reset_daily_at": {"S": "2026-12-04T00:00:00Z"}
+        });
+        if let Some(ver) = version {
+            v["tier_version"] = json!({"N": ver});
+        }
+        v
+    }
+
+    fn seq(s: &str) -> SeqNo {
+        SeqNo::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_version_rise_is_a_tier_change() {
+        let raw = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("1"), 3),
+            limits("premium", Some("2"), 3),
+        );
+        assert_eq!(
+            decode(&raw),
+            Ok(Decision::Change(TierChange {
+                user: UserId::parse("u1").unwrap(),
+                tier: Tier::Premium,
+                version: 2,
+                seq: seq("111100000000000000001"),
+            }))
+        );
+    }
+
+    #[test]
+    fn an_insert_at_version_one_is_a_change_and_missing_old_image_counts_as_zero() {
+        let raw = record(
+            "INSERT",
+            SK_LIMITS,
+            json!(null),
+            limits("free", Some("1"), 0),
+        );
+        assert!(matches!(
+            decode(&raw),
+            Ok(Decision::Change(TierChange {
+                version: 1,
+                tier: Tier::Free,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn usage_increments_profiles_and_removes_are_skipped() {
+        let usage = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("4"), 3),
+            limits("free", Some("4"), 4),
+        );
+        assert_eq!(decode(&usage), Ok(Decision::Skip(Skip::NoTierChange)));
+        let profile = record(
+            "MODIFY",
+            "PROFILE",
+            json!({}),
+            json!({"tier": {"S": "gold"}}),
+        );
+        assert_eq!(decode(&profile), Ok(Decision::Skip(Skip::OtherItem)));
+        let remove = record(
+            "REMOVE",
+            SK_LIMITS,
+            limits("free", Some("4"), 3),
+            json!(null),
+        );
+        assert_eq!(decode(&remove), Ok(Decision::Skip(Skip::Remove)));
+    }
+
+    #[test]
+    fn a_tier_change_without_a_version_bump_is_unversioned() {
+        let raw = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("4"), 3),
+            limits("premium", Some("4"), 3),
+        );
+        assert_eq!(
+            decode(&raw),
+            Ok(Decision::Unversioned {
+                user: UserId::parse("u1").unwrap(),
+                seq: seq("111100000000000000001"),
+                old_tier: Some("free".into()),
+                new_tier: Some("premium".into()),
+            })
+        );
+        // A legacy writer that never sets tier_version at all.
+        let legacy = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", None, 3),
+            limits("premium", None, 3),
+        );
+        assert!(matches!(decode(&legacy), Ok(Decision::Unversioned { .. })));
+    }
+
+    #[test]
+    fn poison_records_name_their_key_sequence_number_and_reason() {
+        let bad_version = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("1"), 0),
+            limits("premium", Some("two"), 0),
+        );
+        let p = decode(&bad_version).unwrap_err();
+        assert_eq!(p.seq.as_deref(), Some("111100000000000000001"));
+        assert_eq!(p.pk.as_deref(), Some("USER#u1"));
+        assert_eq!(p.sk.as_deref(), Some("USAGE#LIMITS"));
+        assert_eq!(
+            p.reason,
+            PoisonReason::BadVersion {
+                image: "new",
+                value: "two".into()
+            }
+        );
+
+        let unknown = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("1"), 0),
+            limits("gold", Some("2"), 0),
+        );
+        assert_eq!(
+            decode(&unknown).unwrap_err().reason,
+            PoisonReason::UnknownTier(crate::schema::UnknownTier("gold".into()))
+        );
+
+        let negative = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("-1"), 0),
+            limits("free", Some("2"), 0),
+        );
+        assert!(matches!(
+            decode(&negative).unwrap_err().reason,
+            PoisonReason::BadVersion { image: "old", .. }
+        ));
+
+        let mut bad_key: serde_json::Value = serde_json::from_str(&record(
+            "MODIFY",
+            SK_LIMITS,
+            json!({}),
+            limits("free", Some("1"), 0),
+        ))
+        .unwrap();
+        bad_key["dynamodb"]["Keys"]["PK"] = json!({"S": "USER#a#b"});
+        let p = decode(&bad_key.to_string()).unwrap_err();
+        assert!(matches!(p.reason, PoisonReason::BadKey(_)), "{p:?}");
+        assert_eq!(p.pk.as_deref(), Some("USER#a#b"));
+    }
+
+    #[test]
+    fn an_undecodable_record_keeps_what_identity_it_has() {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&record("MODIFY", SK_LIMITS, json!({}), json!({}))).unwrap();
+        v["dynamodb"]["SizeBytes"] = json!("not a number");
+        let p = decode(&v.to_string()).unwrap_err();
+        assert!(matches!(p.reason, PoisonReason::Undecodable(_)));
+        assert_eq!(p.seq.as_deref(), Some("111100000000000000001"));
+        assert_eq!(p.sk.as_deref(), Some("USAGE#LIMITS"));
+        let p = decode("[1,2").unwrap_err();
+        assert_eq!((p.seq, p.pk), (None, None));
+    }
+
+    #[test]
+    fn a_record_without_a_sequence_number_is_poison() {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&record("MODIFY", SK_LIMITS, json!({}), json!({}))).unwrap();
+        v["dynamodb"]["SequenceNumber"] = json!("12a");
+        assert_eq!(
+            decode(&v.to_string()).unwrap_err().reason,
+            PoisonReason::BadSequenceNumber
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_big_integers() {
+        assert!(seq("9") < seq("10"));
+        assert!(seq("800000000003126276362") < seq("800000000003126276363"));
+        assert!(seq("99999999999999999999") < seq("100000000000000000000"));
+        assert_eq!(seq("007").cmp(&seq("7")), Ordering::Equal);
+        assert!(SeqNo::parse("").is_none() && SeqNo::parse("1 2").is_none());
+    }
+
+    fn change(user: &str, version: u64, s: &str) -> TierChange {
+        TierChange {
+            user: UserId::parse(user).unwrap(),
+            tier: if version % 2 == 0 {
+                Tier::Premium
+            } else {
+                Tier::Free
+            },
+            version,
+            seq: seq(s),
+        }
+    }
+
+    #[test]
+    fn coalesce_keeps_the_highest_version_and_the_lowest_sequence_number_per_user() {
+        let writes = coalesce([
+            change("a", 2, "100"),
+            change("b", 1, "101"),
+            change("a", 4, "102"),
+            change("a", 3, "103"),
+            change("a", 4, "104"), // duplicate delivery
+        ]);
+        assert_eq!(writes.len(), 2);
+        assert_eq!(
+            (
+                writes[0].user_id.as_str(),
+                writes[0].tier_version,
+                writes[0].tier,
+                writes[0].first_seq.as_str()
+            ),
+            ("a", 4, Tier::Premium, "100")
+        );
+        assert_eq!(
+            (
+                writes[1].user_id.as_str(),
+                writes[1].tier_version,
+                writes[1].first_seq.as_str()
+            ),
+            ("b", 1, "101")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn seq_order_matches_big_integer_order(a in 0u128.., b in 0u128..) {
+            prop_assert_eq!(seq(&a.to_string()).cmp(&seq(&b.to_string())), a.cmp(&b));
+        }
+
+        #[test]
+        fn coalesce_is_order_independent_and_keeps_per_user_maxima(
+            mut changes in proptest::collection::vec((0u8..5, 1u64..20, 0u64..1000), 0..60),
+            seed in any::<u64>(),
+        ) {
+            // Sequence numbers must be unique within a batch.
+            changes.sort_by_key(|c| c.2);
+            changes.dedup_by_key(|c| c.2);
+            let make = |v: &[(u8, u64, u64)]| v.iter().map(|&(u, ver, s)| change(&format!("u{u}"), ver, &s.to_string())).collect::<Vec<_>>();
+            let a = coalesce(make(&changes));
+            let mut shuffled = changes.clone();
+            let n = shuffled.len();
+            for i in 0..n { shuffled.swap(i, (seed as usize).wrapping_add(i * 7) % n.max(1)); }
+            let b = coalesce(make(&shuffled));
+            prop_assert_eq!(&a, &b);
+            for w in &a {
+                let mine: Vec<_> = changes.iter().filter(|c| format!("u{}", c.0) == w.user_id.as_str()).collect();
+                prop_assert_eq!(w.tier_version, mine.iter().map(|c| c.1).max().unwrap());
+                prop_assert_eq!(w.first_seq.clone(), seq(&mine.iter().map(|c| c.2).min().unwrap().to_string()));
+            }
+            let users: std::collections::HashSet<_> = changes.iter().map(|c| c.0).collect();
+            prop_assert_eq!(a.len(), users.len());
+        }
+    }
+}

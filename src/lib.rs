@@ -1,0 +1,29 @@
+//! tiersync keeps a user's tier, owned by the `USAGE#LIMITS` item, in sync with its copy on the
+//! `PROFILE` item through the table's DynamoDB stream.
+//!
+//! # Layout
+//! - [`schema`]: the item contract: key shapes, attribute names, tiers, user ids, reset times.
+//! - [`decide`]: pure decisions: decode a stream record, decide what it means, coalesce a batch,
+//!   order sequence numbers.
+//! - [`store`]: every DynamoDB call (table, users, tier writes, the conditional PROFILE write),
+//!   with each write's results as an enum.
+//! - [`handler`]: the sync handler shared by the Lambda, the worker and the CLI: event in,
+//!   partial batch response out.
+//! - [`stream`]: pure pieces of reading a stream like Lambda's event source mapping: shard
+//!   lineage, the Lambda record shape, on-failure records, checkpoints.
+//! - [`worker`]: the local stream worker (the event source mapping on your machine).
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`lambda`]: `sync-lambda`'s runtime glue and configuration.
+//! - [`cli`]: the `tiersync` operator CLI.
+//!
+//! Binaries in `src/bin/` are thin entry points into [`lambda`] and [`cli`].
+
+pub mod cli;
+pub mod decide;
+pub mod handler;
+pub mod lambda;
+pub mod metrics;
+pub mod schema;
+pub mod store;
+pub mod stream;
+pub mod worker;
