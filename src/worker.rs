@@ -463,6 +463,9 @@ impl<S: ProfileStore> Worker<S> {
         loop {
             invocations += 1;
             summary.invocations += 1;
+            tracing::debug!(shard, records = records.len(),
+                first = ?records.first().and_then(seq_of).map(String::from),
+                last = ?records.last().and_then(seq_of).map(String::from), "invoking handler");
             let event: RawEvent = serde_json::from_str(&lambda_event(&records, &self.stream_arn))
                 .expect("a built event is valid JSON");
             let outcome = self.handler.handle(&event, Utc::now()).await;

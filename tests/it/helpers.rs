@@ -1,0 +1,344 @@
+//! Test harness: every test gets its own table on the shared moto server (started by
+//! `scripts/test.sh`), a DynamoDB client whose requests are recorded (and can be failed on
+//! purpose), and helpers to read items back.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use tiersync::handler::SyncHandler;
+use tiersync::schema::{UserId, PK, SK, SK_LIMITS, SK_PROFILE};
+use tiersync::store::DynamoStore;
+use tiersync::worker::{Worker, WorkerConfig, WorkerSummary};
+
+/// One DynamoDB request as it went over the wire.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// e.g. `UpdateItem`
+    pub op: String,
+    pub body: serde_json::Value,
+}
+
+impl Call {
+    /// The `SK` of the request's `Key`, if it has one.
+    pub fn sk(&self) -> Option<&str> {
+        self.body["Key"]["SK"]["S"].as_str()
+    }
+}
+
+#[derive(Debug, Default)]
+struct RecorderState {
+    calls: Vec<Call>,
+    /// Fail the next `n` requests of `op` whose body contains `needle`.
+    faults: Vec<(String, String, u32)>,
+}
+
+/// Records every request of the client and injects failures below the store: a failing
+/// request never reaches moto, exactly like a network fault after the SDK gave up.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<RecorderState>>);
+
+impl Recorder {
+    pub fn calls(&self) -> Vec<Call> {
+        self.0.lock().unwrap().calls.clone()
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap().calls.clear();
+    }
+
+    pub fn count(&self, op: &str) -> usize {
+        self.calls().iter().filter(|c| c.op == op).count()
+    }
+
+    /// UpdateItem calls on PROFILE items.
+    pub fn profile_writes(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.op == "UpdateItem" && c.sk() == Some(SK_PROFILE))
+            .count()
+    }
+
+    /// Read requests of any kind.
+    pub fn reads(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c.op.as_str(), "GetItem" | "BatchGetItem" | "Query" | "Scan"))
+            .count()
+    }
+
+    pub fn clear_faults(&self) {
+        self.0.lock().unwrap().faults.clear();
+    }
+
+    pub fn fail_next(&self, op: &str, needle: &str, times: u32) {
+        self.0
+            .lock()
+            .unwrap()
+            .faults
+            .push((op.into(), needle.into(), times));
+    }
+}
+
+#[derive(Debug)]
+struct Injected;
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected transient failure")
+    }
+}
+impl std::error::Error for Injected {}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let req = ctx.request();
+        let op = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("?")
+            .to_owned();
+        let raw = req.body().bytes().unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let mut st = self.0.lock().unwrap();
+        st.calls.push(Call {
+            op: op.clone(),
+            body,
+        });
+        for (fop, needle, left) in st.faults.iter_mut() {
+            if *left > 0 && *fop == op && text.contains(needle.as_str()) {
+                *left -= 1;
+                return Err(Box::new(Injected));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct TestApp {
+    pub table: String,
+    pub sdk: aws_config::SdkConfig,
+    pub store: DynamoStore,
+    pub recorder: Recorder,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestApp {
+    /// A fresh table with a stream on the moto server named by `AWS_ENDPOINT_URL`.
+    pub async fn spawn() -> TestApp {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "integration tests need a moto server: run them with scripts/test.sh"
+        );
+        let table = format!(
+            "t{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            chrono::Utc::now().timestamp_micros()
+        );
+        let sdk = aws_config::load_from_env().await;
+        let recorder = Recorder::default();
+        let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(recorder.clone())
+            .build();
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), table.clone());
+        store.create_table().await.expect("create table");
+        recorder.clear();
+        TestApp {
+            table,
+            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+            sdk,
+            store,
+            recorder,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    pub fn handler(&self) -> SyncHandler<DynamoStore> {
+        SyncHandler::new(self.store.clone(), 32)
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut cfg = WorkerConfig::new(self.dir.path().join("checkpoint.json"));
+        cfg.once = true;
+        cfg.retry_min_delay = std::time::Duration::from_millis(5);
+        cfg.retry_max_delay = std::time::Duration::from_millis(20);
+        cfg.poll_interval = std::time::Duration::from_millis(20);
+        cfg
+    }
+
+    pub async fn stream_arn(&self) -> String {
+        self.store
+            .stream_arn()
+            .await
+            .unwrap()
+            .expect("table has a stream")
+    }
+
+    /// Runs the worker with `--once` semantics and the given config.
+    pub async fn run_worker_with(&self, cfg: WorkerConfig) -> WorkerSummary {
+        let worker = Worker::new(
+            self.streams.clone(),
+            self.handler(),
+            self.stream_arn().await,
+            cfg,
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        worker.run(rx).await.expect("worker run")
+    }
+
+    pub async fn run_worker(&self) -> WorkerSummary {
+        self.run_worker_with(self.worker_config()).await
+    }
+
+    /// Reads an item back (strongly consistent), with a client that is not recorded.
+    pub async fn item(&self, user: &str, sk: &str) -> Option<HashMap<String, AttributeValue>> {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(format!("USER#{user}")))
+            .key(SK, AttributeValue::S(sk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    }
+
+    /// `(tier, tier_version)` of an item.
+    pub async fn tier_of(&self, user: &str, sk: &str) -> Option<(String, u64)> {
+        let item = self.item(user, sk).await?;
+        let tier = item
+            .get("tier")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let version = item
+            .get("tier_version")
+            .and_then(|v| v.as_n().ok())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0);
+        Some((tier, version))
+    }
+
+    pub async fn profile(&self, user: &str) -> Option<(String, u64)> {
+        self.tier_of(user, SK_PROFILE).await
+    }
+
+    pub async fn limits(&self, user: &str) -> Option<(String, u64)> {
+        self.tier_of(user, SK_LIMITS).await
+    }
+
+    /// Writes raw attributes onto an item, as another service would (unrecorded client).
+    pub async fn put_raw(&self, item: Vec<(&str, AttributeValue)>) {
+        let mut req = aws_sdk_dynamodb::Client::new(&self.sdk)
+            .put_item()
+            .table_name(&self.table);
+        for (k, v) in item {
+            req = req.item(k, v);
+        }
+        req.send().await.unwrap();
+    }
+
+    /// Adds to `daily_used` as the usage path does (unrecorded client).
+    pub async fn bump_usage(&self, user: &str) {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(format!("USER#{user}")))
+            .key(SK, AttributeValue::S(SK_LIMITS.into()))
+            .update_expression("ADD daily_used :one")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every stream record so far, in the Lambda event's record shape.
+    pub async fn stream_records(&self) -> Vec<serde_json::Value> {
+        let arn = self.stream_arn().await;
+        let desc = self
+            .streams
+            .describe_stream()
+            .stream_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for shard in desc.stream_description.unwrap().shards.unwrap_or_default() {
+            let mut it = self
+                .streams
+                .get_shard_iterator()
+                .stream_arn(&arn)
+                .shard_id(shard.shard_id.unwrap())
+                .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap()
+                .shard_iterator;
+            while let Some(i) = it {
+                let page = self
+                    .streams
+                    .get_records()
+                    .shard_iterator(i)
+                    .send()
+                    .await
+                    .unwrap();
+                let recs = page.records.unwrap_or_default();
+                if recs.is_empty() {
+                    break;
+                }
+                out.extend(
+                    recs.iter()
+                        .map(|r| tiersync::stream::lambda_record(r, &arn)),
+                );
+                it = page.next_shard_iterator;
+            }
+        }
+        out
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A Lambda event from records.
+pub fn event_of(records: &[serde_json::Value]) -> tiersync::handler::RawEvent {
+    serde_json::from_str(&serde_json::json!({ "Records": records }).to_string()).unwrap()
+}
+
+/// The sequence number of a Lambda record.
+pub fn seq(record: &serde_json::Value) -> String {
+    record["dynamodb"]["SequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether a Lambda record is a change of `user`'s USAGE#LIMITS.
+pub fn is_limits_of(record: &serde_json::Value, user: &str) -> bool {
+    record["dynamodb"]["Keys"]["PK"]["S"] == format!("USER#{user}")
+        && record["dynamodb"]["Keys"]["SK"]["S"] == SK_LIMITS
+}

@@ -1,0 +1,171 @@
+//! The `sync-lambda` binary driven through a minimal Lambda Runtime API: the harness serves
+//! `next` with a real event, captures what the function posts back, and reads its stdout.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use tiersync::schema::Tier;
+
+use crate::helpers::{is_limits_of, TestApp};
+
+/// What the function sent to the Runtime API.
+#[derive(Debug)]
+enum Posted {
+    Response(Value),
+    Error(String),
+}
+
+async fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).await.ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).await.ok()?;
+    Some((method, path, body))
+}
+
+/// Serves one invocation of `event`; every later `next` waits forever (as with no traffic).
+async fn serve(listener: TcpListener, event: String, posted: mpsc::UnboundedSender<Posted>) {
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (event, posted, delivered) = (event.clone(), posted.clone(), delivered.clone());
+        tokio::spawn(async move {
+            let mut r = BufReader::new(sock);
+            while let Some((method, path, body)) = read_request(&mut r).await {
+                let reply = if method == "GET" && path.ends_with("/runtime/invocation/next") {
+                    if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\n\
+                         lambda-runtime-deadline-ms: {deadline}\r\n\
+                         lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:sync\r\n\
+                         lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\n\
+                         content-length: {}\r\n\r\n{event}",
+                        event.len()
+                    )
+                } else {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let msg = if path.ends_with("/response") {
+                        Posted::Response(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+                    } else {
+                        Posted::Error(format!("{path}: {text}"))
+                    };
+                    let _ = posted.send(msg);
+                    "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned()
+                };
+                if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_and_emf() {
+    let app = TestApp::spawn().await;
+    let now = chrono::Utc::now();
+    app.store
+        .create_user(&TestApp::user("lam"), Tier::Free, now)
+        .await
+        .unwrap();
+    app.store
+        .set_tier(&TestApp::user("lam"), Tier::Premium, now)
+        .await
+        .unwrap();
+    let mut records = app.stream_records().await;
+    let mut poison = records
+        .iter()
+        .find(|r| is_limits_of(r, "lam"))
+        .unwrap()
+        .clone();
+    poison["dynamodb"]["NewImage"]["tier"] = json!({"S": "platinum"});
+    records.insert(0, poison);
+    let event = json!({ "Records": records }).to_string();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(serve(listener, event, tx));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sync-lambda"))
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "sync")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
+        .env("TABLE_NAME", &app.table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let posted = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the function answers")
+        .unwrap();
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match posted {
+        Posted::Response(v) => assert_eq!(v, json!({"batchItemFailures": []}), "stdout: {stdout}"),
+        Posted::Error(e) => panic!("function reported an error: {e}\nstdout: {stdout}"),
+    }
+    assert_eq!(app.profile("lam").await, Some(("premium".into(), 2)));
+
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let emf = lines
+        .iter()
+        .find(|l| l.get("_aws").is_some())
+        .expect("an EMF line");
+    assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "tiersync");
+    assert_eq!(
+        (
+            emf["applied"].as_f64(),
+            emf["poison"].as_f64(),
+            emf["failed"].as_f64()
+        ),
+        (Some(1.0), Some(1.0), Some(0.0))
+    );
+    let poison_log = lines
+        .iter()
+        .find(|l| l["message"] == "poison record skipped")
+        .unwrap_or_else(|| panic!("a JSON log line for the poison record in {stdout}"));
+    assert_eq!(poison_log["level"], "ERROR");
+    assert_eq!(poison_log["pk"], "USER#lam");
+    assert_eq!(poison_log["table"], app.table.as_str());
+    assert!(poison_log["reason"].as_str().unwrap().contains("platinum"));
+    assert!(poison_log["seq"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .all(|c| c.is_ascii_digit()));
+}

@@ -1,0 +1,9 @@
+//! Integration tests against moto's DynamoDB and DynamoDB Streams. One binary (fast to link),
+//! one table per test, so they run in parallel. Run with `scripts/test.sh`.
+
+mod cli;
+mod helpers;
+mod lambda_runtime;
+mod sync;
+mod worker;
+mod write_path;
