@@ -518,7 +518,7 @@ mod tests {
     fn change(user: &str, version: u64, s: &str) -> TierChange {
         TierChange {
             user: UserId::parse(user).unwrap(),
-            tier: if version % 2 == 0 {
+            tier: if version.is_multiple_of(2) {
                 Tier::Premium
             } else {
                 Tier::Free

@@ -116,7 +116,7 @@ async fn exhausted_retries_write_an_aws_on_failure_record_and_move_on() {
         .map(seq)
         .next()
         .unwrap();
-    let last = records.iter().map(seq).last().unwrap();
+    let last = records.last().map(seq).unwrap();
     app.recorder.fail_next("UpdateItem", "USER#broken", 100);
     let mut cfg = app.worker_config();
     cfg.max_retries = 2;
