@@ -10,9 +10,11 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::config::Limits;
 use crate::handler::{self, RawEvent, SyncHandler, DEFAULT_CONCURRENCY};
 use crate::schema::{Tier, UserId};
 use crate::store::{DynamoStore, TableCreate};
+use crate::usage::Increment;
 use crate::worker::{OnFailureTarget, Worker, WorkerConfig, MAX_BATCH_SIZE};
 
 #[derive(Debug, Parser)]
@@ -43,8 +45,19 @@ pub enum Command {
         /// free | premium
         tier: Tier,
     },
-    /// Print a user's usage item as JSON (one GetItem).
+    /// Print a user's usage as JSON: tier, daily_used, daily_limit, reset_daily_at (one GetItem).
     Usage { user_id: String },
+    /// Count one request for a user; at the daily limit, exit non-zero naming the limit.
+    Use { user_id: String },
+    /// Run the daily reset job now (the same job as reset-lambda), with a progress bar.
+    Reset {
+        /// Reset as of this time (RFC 3339) [default: now].
+        #[arg(long, value_parser = parse_time)]
+        at: Option<chrono::DateTime<Utc>>,
+        /// Concurrent reset writes.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Run the local stream worker: the event source mapping on this machine.
     Worker(WorkerArgs),
     /// Run the sync handler on a Lambda event JSON file; prints the batch response last.
@@ -124,6 +137,12 @@ pub fn init_logging() {
         .init();
 }
 
+fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-12-04T00:00:00Z: {e}"))
+}
+
 fn user(id: &str) -> Result<UserId> {
     UserId::parse(id).with_context(|| format!("invalid user id {id:?}"))
 }
@@ -173,7 +192,53 @@ pub async fn run(cli: Cli) -> Result<()> {
             v["tier"] = serde_json::json!(tier);
             print_json(&v)
         }
-        Command::Usage { user_id } => print_json(&store.get_user_usage(&user(&user_id)?).await?),
+        Command::Usage { user_id } => {
+            let limits = Limits::from_env()?;
+            let u = store.get_user_usage(&user(&user_id)?, Utc::now()).await?;
+            let mut v = serde_json::to_value(&u)?;
+            v["daily_limit"] = serde_json::json!(limits.for_tier(u.tier));
+            print_json(&v)
+        }
+        Command::Use { user_id } => {
+            let limits = Limits::from_env()?;
+            let id = user(&user_id)?;
+            match store.increment_usage(&id, Utc::now(), &limits).await? {
+                Increment::Counted {
+                    daily_used,
+                    daily_limit,
+                    reset_daily_at,
+                } => print_json(&serde_json::json!({
+                    "user_id": id, "daily_used": daily_used, "daily_limit": daily_limit, "reset_daily_at": reset_daily_at,
+                })),
+                Increment::LimitReached {
+                    daily_limit,
+                    reset_daily_at,
+                } => {
+                    bail!("user {id} reached the daily limit of {daily_limit} requests; it resets at {reset_daily_at}")
+                }
+            }
+        }
+        Command::Reset { at, concurrency } => {
+            let now = at.unwrap_or_else(Utc::now);
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} reset {pos} due items ({per_sec})",
+                )
+                .expect("valid template"),
+            );
+            let summary =
+                crate::reset::run_reset(&store, now, concurrency, &|| false, &|| bar.inc(1)).await;
+            bar.finish_and_clear();
+            print_json(&summary)?;
+            if summary.failed > 0 {
+                bail!(
+                    "{} reset writes or queries failed; run it again",
+                    summary.failed
+                );
+            }
+            Ok(())
+        }
         Command::Sync {
             event, concurrency, ..
         } => {

@@ -5,54 +5,10 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use chrono::Utc;
 use lambda_runtime::{service_fn, LambdaEvent};
 
-use crate::handler::{RawEvent, SyncHandler, DEFAULT_CONCURRENCY};
-use crate::metrics::{emf_line, DEFAULT_NAMESPACE};
+use crate::config::SyncConfig;
+use crate::handler::{RawEvent, SyncHandler};
+use crate::metrics::emf_line;
 use crate::store::DynamoStore;
-
-/// Configuration from the function's environment, validated before the first invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncConfig {
-    /// `TABLE_NAME` (required).
-    pub table: String,
-    /// `SYNC_CONCURRENCY`: concurrent PROFILE writes per batch (default 32).
-    pub concurrency: usize,
-    /// `METRICS_NAMESPACE` (default `tiersync`).
-    pub namespace: String,
-}
-
-/// A configuration value that is missing or malformed.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
-
-impl SyncConfig {
-    /// Reads the configuration through `get` (the process environment in production).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let table = get("TABLE_NAME")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ConfigError("TABLE_NAME is not set".into()))?;
-        let concurrency = match get("SYNC_CONCURRENCY") {
-            None => DEFAULT_CONCURRENCY,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| {
-                    ConfigError(format!("SYNC_CONCURRENCY must be 1..=1024, got {v:?}"))
-                })?,
-        };
-        let namespace = get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_NAMESPACE.into());
-        Ok(Self {
-            table,
-            concurrency,
-            namespace,
-        })
-    }
-
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-}
 
 /// JSON logs to stdout at `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (default `info`).
 pub fn init_json_logging() {
@@ -96,35 +52,86 @@ pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
+/// The scheduled time of an EventBridge (Scheduler) event: its `time` field, which the template
+/// fills with `<aws.scheduler.scheduled-time>`. `None` when the event carries no time.
+pub fn scheduled_time(
+    payload: &serde_json::Value,
+) -> Result<Option<chrono::DateTime<Utc>>, String> {
+    match payload.get("time") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| Some(t.to_utc()))
+            .map_err(|e| format!("event time {t:?} is not RFC 3339: {e}")),
+        Some(other) => Err(format!("event time is not a string: {other}")),
+    }
+}
+
+/// Runs the reset function until the runtime shuts it down.
+pub async fn run_reset() -> Result<(), lambda_runtime::Error> {
+    init_json_logging();
+    let cfg = crate::config::ResetConfig::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), cfg.table.clone());
+    let (store, cfg) = (&store, &cfg);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let now = match scheduled_time(&event.payload)? {
+                Some(t) => t,
+                None => {
+                    tracing::warn!("event has no `time`; using the clock");
+                    Utc::now()
+                }
+            };
+            // Stop a safety margin before the deadline; items left are still due for the next run.
+            let stop_at = event.context.deadline.saturating_sub(cfg.safety_margin_ms);
+            let should_stop = || Utc::now().timestamp_millis() as u64 >= stop_at;
+            let summary =
+                crate::reset::run_reset(store, now, cfg.concurrency, &should_stop, &|| {}).await;
+            println!(
+                "{}",
+                crate::metrics::emf_line_with_units(
+                    &cfg.namespace,
+                    "reset",
+                    Utc::now().timestamp_millis(),
+                    [
+                        ("due", summary.due as f64, "Count"),
+                        ("reset", summary.reset as f64, "Count"),
+                        ("already_reset", summary.already_reset as f64, "Count"),
+                        ("malformed", summary.malformed as f64, "Count"),
+                        ("failed", summary.failed as f64, "Count"),
+                        ("duration", summary.duration_ms as f64, "Milliseconds"),
+                    ],
+                )
+            );
+            tracing::info!(summary = %serde_json::to_string(&summary)?, "reset run finished");
+            if summary.failed > 0 {
+                // Fail the invocation so the scheduler retries (the job is idempotent) and the
+                // error alarm sees it.
+                return Err(format!("{} reset writes or queries failed", summary.failed).into());
+            }
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(&summary)?)
+        },
+    ))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use serde_json::json;
 
     #[test]
-    fn config_is_validated_at_start() {
-        let cfg = SyncConfig::from_lookup(lookup(&[("TABLE_NAME", "t")])).unwrap();
+    fn the_scheduled_time_comes_from_the_event() {
+        let t = scheduled_time(&json!({"time": "2026-12-04T00:00:00Z", "source": "aws.scheduler"}))
+            .unwrap();
         assert_eq!(
-            cfg,
-            SyncConfig {
-                table: "t".into(),
-                concurrency: 32,
-                namespace: "tiersync".into()
-            }
+            t.map(crate::schema::format_time).as_deref(),
+            Some("2026-12-04T00:00:00Z")
         );
-        assert!(SyncConfig::from_lookup(lookup(&[]))
+        assert_eq!(scheduled_time(&json!({})).unwrap(), None);
+        assert!(scheduled_time(&json!({"time": "yesterday"}))
             .unwrap_err()
-            .to_string()
-            .contains("TABLE_NAME"));
-        let bad =
-            SyncConfig::from_lookup(lookup(&[("TABLE_NAME", "t"), ("SYNC_CONCURRENCY", "0")]));
-        assert!(bad.unwrap_err().to_string().contains("SYNC_CONCURRENCY"));
+            .contains("yesterday"));
+        assert!(scheduled_time(&json!({"time": 5})).is_err());
     }
 }

@@ -7,23 +7,29 @@
 //!   order sequence numbers.
 //! - [`store`]: every DynamoDB call (table, users, tier writes, the conditional PROFILE write),
 //!   with each write's results as an enum.
+//! - [`usage`]: usage metering with lazy rollover (`increment_usage`, `get_user_usage`).
+//! - [`reset`]: the daily reset job over the sparse reset index.
 //! - [`handler`]: the sync handler shared by the Lambda, the worker and the CLI: event in,
 //!   partial batch response out.
 //! - [`stream`]: pure pieces of reading a stream like Lambda's event source mapping: shard
 //!   lineage, the Lambda record shape, on-failure records, checkpoints.
 //! - [`worker`]: the local stream worker (the event source mapping on your machine).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
-//! - [`lambda`]: `sync-lambda`'s runtime glue and configuration.
+//! - [`config`]: typed configuration from the environment, validated at start.
+//! - [`lambda`]: the Lambdas' runtime glue (`sync-lambda`, `reset-lambda`).
 //! - [`cli`]: the `tiersync` operator CLI.
 //!
 //! Binaries in `src/bin/` are thin entry points into [`lambda`] and [`cli`].
 
 pub mod cli;
+pub mod config;
 pub mod decide;
 pub mod handler;
 pub mod lambda;
 pub mod metrics;
+pub mod reset;
 pub mod schema;
 pub mod store;
 pub mod stream;
+pub mod usage;
 pub mod worker;

@@ -35,6 +35,28 @@ pub const UPDATED_AT: &str = "updated_at";
 /// When the item was created (S, RFC 3339 UTC), on PROFILE.
 pub const CREATED_AT: &str = "created_at";
 
+/// Write shard of the reset index (N, `0..RESET_SHARDS`). Only USAGE#LIMITS items carry it, so
+/// the index is sparse: it holds nothing but usage items.
+pub const RESET_SHARD: &str = "reset_shard";
+/// The sparse, write-sharded GSI over due resets: `reset_shard` (HASH), `reset_daily_at` (RANGE),
+/// keys only. A query `reset_shard = s AND reset_daily_at <= now` reads only due items.
+pub const RESET_INDEX: &str = "reset-due";
+/// Number of write shards of [`RESET_INDEX`]. At midnight every user's `reset_daily_at` is the
+/// same value; spreading them over 16 partition keys keeps the index's write rate per key
+/// within a partition's 1,000 WCU/s, and lets the job query 16 shards in parallel.
+pub const RESET_SHARDS: u32 = 16;
+
+/// The reset-index shard of a user: FNV-1a of the id, so it is stable across processes and
+/// languages (documented in the README for other writers).
+pub fn reset_shard(user: &UserId) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.as_str().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % RESET_SHARDS
+}
+
 /// Longest accepted user id, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
 
@@ -208,6 +230,20 @@ mod tests {
         assert_eq!(
             format_time(next_reset_boundary(midnight)),
             "2027-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn reset_shards_are_stable_fnv1a() {
+        // Fixed values: other writers (README snippet) must compute the same shard.
+        assert_eq!(reset_shard(&UserId::parse("alice").unwrap()), 7); // FNV-1a("alice") = 0x872213e7
+        let spread: std::collections::HashSet<u32> = (0..200)
+            .map(|i| reset_shard(&UserId::parse(&format!("user{i}")).unwrap()))
+            .collect();
+        assert_eq!(
+            spread.len(),
+            RESET_SHARDS as usize,
+            "every shard gets users"
         );
     }
 

@@ -8,9 +8,10 @@ use std::future::Future;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TableStatus, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    GlobalSecondaryIndex, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -54,7 +55,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn sdk<E, R>(op: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn sdk<E, R>(op: &'static str, err: SdkError<E, R>) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -99,16 +100,6 @@ pub enum TableCreate {
     AlreadyExists,
 }
 
-/// The USAGE#LIMITS item as the hot path reads it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Usage {
-    pub user_id: String,
-    pub tier: Tier,
-    pub tier_version: u64,
-    pub daily_used: u64,
-    pub reset_daily_at: String,
-}
-
 /// The sync handler's only I/O: one conditional PROFILE write. A trait because tests need a
 /// fault-injecting double around the real store; production has exactly one implementation.
 pub trait ProfileStore: Send + Sync {
@@ -122,6 +113,73 @@ pub trait ProfileStore: Send + Sync {
     ) -> impl Future<Output = Result<ProfileWrite, StoreError>> + Send;
 }
 
+/// tiersync's table definition: the one source for `table create` and the check against the
+/// SAM template (`infra/template.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDefinition {
+    /// `(attribute, type)` of every key attribute (table and index).
+    pub attributes: &'static [(&'static str, &'static str)],
+    /// `(attribute, HASH | RANGE)` of the table.
+    pub keys: &'static [(&'static str, &'static str)],
+    pub stream_view: &'static str,
+    /// `(attribute, HASH | RANGE)` of [`RESET_INDEX`] (projection KEYS_ONLY).
+    pub reset_index_keys: &'static [(&'static str, &'static str)],
+}
+
+pub const TABLE: TableDefinition = TableDefinition {
+    attributes: &[
+        (PK, "S"),
+        (SK, "S"),
+        (RESET_SHARD, "N"),
+        (RESET_DAILY_AT, "S"),
+    ],
+    keys: &[(PK, "HASH"), (SK, "RANGE")],
+    stream_view: "NEW_AND_OLD_IMAGES",
+    reset_index_keys: &[(RESET_SHARD, "HASH"), (RESET_DAILY_AT, "RANGE")],
+};
+
+impl TableDefinition {
+    fn attribute_definitions(&self) -> Vec<AttributeDefinition> {
+        self.attributes
+            .iter()
+            .map(|(name, ty)| {
+                AttributeDefinition::builder()
+                    .attribute_name(*name)
+                    .attribute_type(ScalarAttributeType::from(*ty))
+                    .build()
+                    .expect("name and type are set")
+            })
+            .collect()
+    }
+}
+
+fn key_schema(keys: &[(&str, &str)]) -> Vec<KeySchemaElement> {
+    keys.iter()
+        .map(|(name, kt)| {
+            KeySchemaElement::builder()
+                .attribute_name(*name)
+                .key_type(KeyType::from(*kt))
+                .build()
+                .expect("name and type are set")
+        })
+        .collect()
+}
+
+fn keys_only() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::KeysOnly)
+        .build()
+}
+
+fn reset_index() -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(RESET_INDEX)
+        .set_key_schema(Some(key_schema(TABLE.reset_index_keys)))
+        .projection(keys_only())
+        .build()
+        .expect("name, keys and projection are set")
+}
+
 /// tiersync's table, reached through one shared SDK client.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -129,19 +187,22 @@ pub struct DynamoStore {
     table: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn key(user: &UserId, sk: &str) -> HashMap<String, AttributeValue> {
+pub(crate) fn key(user: &UserId, sk: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_owned(), s(user.pk())), (SK.to_owned(), s(sk))])
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<u64>, String> {
+pub(crate) fn number(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<Option<u64>, String> {
     match item.get(name) {
         None => Ok(None),
         Some(AttributeValue::N(v)) => v
@@ -152,28 +213,14 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<u
     }
 }
 
-fn string<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<&'a str, String> {
+pub(crate) fn string<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<&'a str, String> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v),
         Some(other) => Err(format!("{name} is not a string: {other:?}")),
         None => Err(format!("{name} is missing")),
-    }
-}
-
-impl TryFrom<&HashMap<String, AttributeValue>> for Usage {
-    type Error = String;
-    fn try_from(item: &HashMap<String, AttributeValue>) -> Result<Self, String> {
-        let pk = string(item, PK)?;
-        let user = UserId::from_pk(pk).map_err(|e| e.to_string())?;
-        Ok(Usage {
-            user_id: user.as_str().to_owned(),
-            tier: string(item, TIER)?
-                .parse()
-                .map_err(|e: UnknownTier| e.to_string())?,
-            tier_version: number(item, TIER_VERSION)?.unwrap_or(0),
-            daily_used: number(item, DAILY_USED)?.unwrap_or(0),
-            reset_daily_at: string(item, RESET_DAILY_AT)?.to_owned(),
-        })
     }
 }
 
@@ -189,38 +236,28 @@ impl DynamoStore {
         &self.client
     }
 
-    /// Creates the table (PK/SK strings, on-demand, stream NEW_AND_OLD_IMAGES) and waits until it
-    /// is active. Idempotent: an existing table with the same keys and stream is accepted; one
-    /// that differs is an error rather than something silently used.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table ([`TABLE`]: PK/SK strings, on-demand, stream NEW_AND_OLD_IMAGES, the
+    /// sparse reset index) and waits until it is active. Idempotent: an existing table with the
+    /// same keys and stream is accepted (and gets the reset index if it lacks it); one that
+    /// differs is an error rather than something silently used.
     #[tracing::instrument(skip(self), fields(table = %self.table))]
     pub async fn create_table(&self) -> Result<TableCreate, StoreError> {
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("name and type are set")
-        };
-        let key_el = |name: &str, kt| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kt)
-                .build()
-                .expect("name and type are set")
-        };
         let created = self
             .client
             .create_table()
             .table_name(&self.table)
-            .attribute_definitions(attr(PK))
-            .attribute_definitions(attr(SK))
-            .key_schema(key_el(PK, KeyType::Hash))
-            .key_schema(key_el(SK, KeyType::Range))
+            .set_attribute_definitions(Some(TABLE.attribute_definitions()))
+            .set_key_schema(Some(key_schema(TABLE.keys)))
+            .global_secondary_indexes(reset_index())
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .stream_view_type(StreamViewType::from(TABLE.stream_view))
                     .build()
                     .expect("enabled is set"),
             )
@@ -245,7 +282,8 @@ impl DynamoStore {
             table: self.table.clone(),
             reason,
         };
-        for _ in 0..120 {
+        let mut index_requested = false;
+        for _ in 0..240 {
             let out = self
                 .client
                 .describe_table()
@@ -254,34 +292,83 @@ impl DynamoStore {
                 .await
                 .map_err(|e| StoreError::sdk("DescribeTable", e))?;
             let t = out.table.ok_or_else(|| mismatch("no description".into()))?;
-            if t.table_status != Some(TableStatus::Active) {
+            let index = t
+                .global_secondary_indexes()
+                .iter()
+                .find(|i| i.index_name() == Some(RESET_INDEX));
+            let index_active =
+                index.is_some_and(|i| i.index_status() == Some(&IndexStatus::Active));
+            if t.table_status != Some(TableStatus::Active) || (index.is_some() && !index_active) {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }
             let keys: Vec<_> = t
                 .key_schema()
                 .iter()
-                .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
+                .map(|k| (k.attribute_name(), k.key_type().as_str()))
                 .collect();
-            if keys
-                != [
-                    (PK.to_owned(), KeyType::Hash),
-                    (SK.to_owned(), KeyType::Range),
-                ]
-            {
+            if keys != TABLE.keys {
                 return Err(mismatch(format!(
-                    "key schema is {keys:?}, expected PK (HASH), SK (RANGE)"
+                    "key schema is {keys:?}, expected {:?}",
+                    TABLE.keys
                 )));
             }
-            let view = t.stream_specification.and_then(|s| s.stream_view_type);
-            if view != Some(StreamViewType::NewAndOldImages) {
+            let view = t
+                .stream_specification
+                .as_ref()
+                .and_then(|s| s.stream_view_type.as_ref());
+            if view.map(|v| v.as_str()) != Some(TABLE.stream_view) {
                 return Err(mismatch(format!(
-                    "stream view type is {view:?}, expected NEW_AND_OLD_IMAGES"
+                    "stream view type is {view:?}, expected {}",
+                    TABLE.stream_view
                 )));
             }
-            return Ok(());
+            match index {
+                Some(i) => {
+                    let keys: Vec<_> = i
+                        .key_schema()
+                        .iter()
+                        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+                        .collect();
+                    if keys != TABLE.reset_index_keys {
+                        return Err(mismatch(format!(
+                            "index {RESET_INDEX} has keys {keys:?}, expected {:?}",
+                            TABLE.reset_index_keys
+                        )));
+                    }
+                    return Ok(());
+                }
+                None if !index_requested => {
+                    // A table from before the reset index: add it (online, no downtime).
+                    tracing::info!(
+                        index = RESET_INDEX,
+                        "adding the reset index to the existing table"
+                    );
+                    self.client
+                        .update_table()
+                        .table_name(&self.table)
+                        .set_attribute_definitions(Some(TABLE.attribute_definitions()))
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder()
+                                .create(
+                                    CreateGlobalSecondaryIndexAction::builder()
+                                        .index_name(RESET_INDEX)
+                                        .set_key_schema(Some(key_schema(TABLE.reset_index_keys)))
+                                        .projection(keys_only())
+                                        .build()
+                                        .expect("name, keys and projection are set"),
+                                )
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| StoreError::sdk("UpdateTable", e))?;
+                    index_requested = true;
+                }
+                None => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
         }
-        Err(mismatch("did not become ACTIVE within 60 s".into()))
+        Err(mismatch("did not become ACTIVE within 120 s".into()))
     }
 
     /// The table's latest stream ARN.
@@ -334,6 +421,7 @@ impl DynamoStore {
                 vec![
                     (DAILY_USED, n(0)),
                     (RESET_DAILY_AT, s(format_time(next_reset_boundary(now)))),
+                    (RESET_SHARD, n(u64::from(reset_shard(user)))),
                 ],
             ))
             .send()
@@ -412,28 +500,6 @@ impl DynamoStore {
             },
         }
     }
-
-    /// The hot path: exactly one `GetItem` on USAGE#LIMITS (eventually consistent, half the read
-    /// cost; the conditional writes, not this read, enforce every rule).
-    #[tracing::instrument(skip(self), fields(table = %self.table))]
-    pub async fn get_user_usage(&self, user: &UserId) -> Result<Usage, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user, SK_LIMITS)))
-            .send()
-            .await
-            .map_err(|e| StoreError::sdk("GetItem", e))?;
-        let item = out
-            .item
-            .ok_or_else(|| StoreError::UserNotFound(user.clone()))?;
-        Usage::try_from(&item).map_err(|reason| StoreError::Inconsistent {
-            pk: user.pk(),
-            sk: SK_LIMITS.into(),
-            reason,
-        })
-    }
 }
 
 /// A user's tier as both items hold it (see [`DynamoStore::get_user`]).
@@ -505,7 +571,7 @@ impl DynamoStore {
 
 /// For a failed `UpdateItem`: `Some(old item)` if the condition failed (`None` inside when there
 /// was no item), `None` for any other error.
-fn conditional_failure_item<R>(
+pub(crate) fn conditional_failure_item<R>(
     e: &SdkError<UpdateItemError, R>,
 ) -> Option<Option<HashMap<String, AttributeValue>>> {
     match e.as_service_error() {
@@ -624,25 +690,5 @@ mod tests {
             classify_profile_conflict(Some(&profile("free", "x")), &w),
             ProfileWrite::Conflict { .. }
         ));
-    }
-
-    #[test]
-    fn usage_round_trips_from_an_item() {
-        let mut item = profile("premium", "3");
-        item.insert(DAILY_USED.into(), n(7));
-        item.insert(RESET_DAILY_AT.into(), s("2026-12-04T00:00:00Z"));
-        let u = Usage::try_from(&item).unwrap();
-        assert_eq!(
-            u,
-            Usage {
-                user_id: "u".into(),
-                tier: Tier::Premium,
-                tier_version: 3,
-                daily_used: 7,
-                reset_daily_at: "2026-12-04T00:00:00Z".into()
-            }
-        );
-        item.insert(TIER.into(), s("gold"));
-        assert!(Usage::try_from(&item).unwrap_err().contains("gold"));
     }
 }

@@ -160,3 +160,94 @@ async fn table_create_prints_whether_it_created() {
         [json!({"table": fresh, "created": false})]
     );
 }
+
+#[tokio::test]
+async fn use_counts_until_the_limit_then_fails_naming_it() {
+    let app = TestApp::spawn().await;
+    let t = &app.table;
+    assert!(tiersync(t, &["user", "create", "meter"]).status.success());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tiersync"))
+            .arg("--table")
+            .arg(t)
+            .args(args)
+            .env("FREE_DAILY_LIMIT", "2")
+            .output()
+            .unwrap()
+    };
+    let first = run(&["use", "meter"]);
+    let v = &stdout_lines(&first)[0];
+    assert_eq!(
+        (
+            v["user_id"].as_str(),
+            v["daily_used"].as_u64(),
+            v["daily_limit"].as_u64()
+        ),
+        (Some("meter"), Some(1), Some(2))
+    );
+    assert!(run(&["use", "meter"]).status.success());
+    let refused = run(&["use", "meter"]);
+    assert!(!refused.status.success());
+    let reset_at = chrono::Utc::now()
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim_end(),
+        format!("error: user meter reached the daily limit of 2 requests; it resets at {reset_at}")
+    );
+    let usage = stdout_lines(&run(&["usage", "meter"]))[0].clone();
+    assert_eq!(
+        (
+            usage["tier"].as_str(),
+            usage["daily_used"].as_u64(),
+            usage["daily_limit"].as_u64(),
+            usage["reset_daily_at"].as_str()
+        ),
+        (Some("free"), Some(2), Some(2), Some(reset_at.as_str()))
+    );
+    let bad_limit = Command::new(env!("CARGO_BIN_EXE_tiersync"))
+        .args(["--table", t, "use", "meter"])
+        .env("FREE_DAILY_LIMIT", "lots")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad_limit.stderr)
+        .contains("FREE_DAILY_LIMIT must be a whole number"));
+}
+
+#[tokio::test]
+async fn reset_at_a_time_prints_the_json_summary() {
+    let app = TestApp::spawn().await;
+    let t = &app.table;
+    for u in ["z1", "z2"] {
+        assert!(tiersync(t, &["user", "create", u]).status.success());
+    }
+    assert!(tiersync(t, &["use", "z1"]).status.success());
+    let tomorrow = chrono::Utc::now()
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .format("%Y-%m-%dT00:00:01Z")
+        .to_string();
+    let out = tiersync(t, &["reset", "--at", &tomorrow]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = &stdout_lines(&out)[0];
+    assert_eq!(
+        (
+            s["due"].as_u64(),
+            s["reset"].as_u64(),
+            s["items_read"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    let again = tiersync(t, &["reset", "--at", &tomorrow]);
+    assert_eq!(stdout_lines(&again)[0]["reset"], 0);
+    let bad = tiersync(t, &["reset", "--at", "tomorrow"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an RFC 3339 time"));
+}

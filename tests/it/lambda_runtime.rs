@@ -86,6 +86,42 @@ async fn serve(listener: TcpListener, event: String, posted: mpsc::UnboundedSend
     }
 }
 
+/// Runs `binary` against the harness for one invocation of `event`; returns what it posted
+/// and its stdout.
+async fn invoke_once(binary: &str, table: &str, event: String) -> (Posted, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(serve(listener, event, tx));
+    let mut child = tokio::process::Command::new(binary)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "fn")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
+        .env("TABLE_NAME", table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let posted = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the function answers")
+        .unwrap();
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    (posted, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_and_emf() {
     let app = TestApp::spawn().await;
@@ -108,30 +144,7 @@ async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_
     records.insert(0, poison);
     let event = json!({ "Records": records }).to_string();
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(serve(listener, event, tx));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sync-lambda"))
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "sync")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "group")
-        .env("TABLE_NAME", &app.table)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let posted = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .expect("the function answers")
-        .unwrap();
-    child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (posted, stdout) = invoke_once(env!("CARGO_BIN_EXE_sync-lambda"), &app.table, event).await;
     match posted {
         Posted::Response(v) => assert_eq!(v, json!({"batchItemFailures": []}), "stdout: {stdout}"),
         Posted::Error(e) => panic!("function reported an error: {e}\nstdout: {stdout}"),
@@ -168,4 +181,54 @@ async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_
         .unwrap()
         .chars()
         .all(|c| c.is_ascii_digit()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reset_lambda_takes_now_from_the_scheduler_event_and_returns_its_summary() {
+    let app = TestApp::spawn().await;
+    let created = chrono::DateTime::parse_from_rfc3339("2026-12-02T08:00:00Z")
+        .unwrap()
+        .to_utc();
+    for u in ["e1", "e2", "e3"] {
+        app.store
+            .create_user(&TestApp::user(u), Tier::Free, created)
+            .await
+            .unwrap();
+    }
+    // Due at 2026-12-03T00:00:00Z: the scheduler's time decides, not the clock.
+    let event = json!({"time": "2026-12-03T00:00:30Z", "source": "aws.scheduler"}).to_string();
+    let (posted, stdout) = invoke_once(env!("CARGO_BIN_EXE_reset-lambda"), &app.table, event).await;
+    let Posted::Response(summary) = posted else {
+        panic!("{posted:?}\n{stdout}")
+    };
+    assert_eq!(
+        (
+            summary["due"].as_u64(),
+            summary["reset"].as_u64(),
+            summary["malformed"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0))
+    );
+    assert_eq!(summary["stopped_early"], false);
+    let item = app.item("e1", tiersync::schema::SK_LIMITS).await.unwrap();
+    assert_eq!(
+        item["reset_daily_at"].as_s().unwrap(),
+        "2026-12-04T00:00:00Z"
+    );
+    let emf = json_lines(&stdout)
+        .into_iter()
+        .find(|l| l.get("_aws").is_some())
+        .expect("an EMF line");
+    assert_eq!(emf["Service"], "reset");
+    assert_eq!(
+        (emf["due"].as_f64(), emf["reset"].as_f64()),
+        (Some(3.0), Some(3.0))
+    );
+    let units: Vec<_> = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Unit"].clone())
+        .collect();
+    assert!(units.contains(&json!("Milliseconds")));
 }

@@ -5,5 +5,6 @@ mod cli;
 mod helpers;
 mod lambda_runtime;
 mod sync;
+mod usage;
 mod worker;
 mod write_path;

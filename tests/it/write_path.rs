@@ -127,7 +127,11 @@ async fn get_user_usage_is_exactly_one_get_item() {
         .await
         .unwrap();
     app.recorder.clear();
-    let usage = app.store.get_user_usage(&u).await.unwrap();
+    let usage = app
+        .store
+        .get_user_usage(&u, chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(
         (usage.tier, usage.tier_version, usage.daily_used),
         (Tier::Premium, 1, 0)
@@ -140,7 +144,7 @@ async fn get_user_usage_is_exactly_one_get_item() {
     );
     let missing = app
         .store
-        .get_user_usage(&TestApp::user("nobody"))
+        .get_user_usage(&TestApp::user("nobody"), chrono::Utc::now())
         .await
         .unwrap_err();
     assert!(matches!(missing, StoreError::UserNotFound(_)));
