@@ -49,8 +49,9 @@ pub enum StoreError {
     Sdk {
         op: &'static str,
         message: String,
+        /// Boxed: the SDK's error enum is large, and errors are the rare path.
         #[source]
-        source: aws_sdk_dynamodb::Error,
+        source: Box<aws_sdk_dynamodb::Error>,
     },
 }
 
@@ -65,7 +66,7 @@ impl StoreError {
         StoreError::Sdk {
             op,
             message,
-            source: err.into(),
+            source: Box::new(err.into()),
         }
     }
 }
