@@ -76,8 +76,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TableCommand {
-    /// Create the table (PK/SK strings, on-demand, stream NEW_AND_OLD_IMAGES). Idempotent.
+    /// Create the table (PK/SK strings, on-demand, stream NEW_AND_OLD_IMAGES, reset index).
+    /// Idempotent.
     Create,
+    /// Print the table definition `create` uses, in CloudFormation property names (JSON).
+    Definition,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +157,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 /// Runs the CLI.
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Table(TableCommand::Definition) = &cli.command {
+        return print_json(&crate::store::TABLE.to_cloudformation());
+    }
     // `sync --dry-run` touches no database: no client, no table needed.
     if let Command::Sync {
         event,
@@ -170,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let aws = aws_config::load_from_env().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
     match cli.command {
+        Command::Table(TableCommand::Definition) => unreachable!("handled before the client"),
         Command::Table(TableCommand::Create) => {
             let outcome = store.create_table().await?;
             let created = outcome == TableCreate::Created;

@@ -140,6 +140,29 @@ pub const TABLE: TableDefinition = TableDefinition {
 };
 
 impl TableDefinition {
+    /// The definition in CloudFormation's `AWS::DynamoDB::Table` property names, compared
+    /// against `infra/template.yaml` by `scripts/lint-infra.sh`.
+    pub fn to_cloudformation(&self) -> serde_json::Value {
+        let keys = |keys: &[(&str, &str)]| -> Vec<serde_json::Value> {
+            keys.iter()
+                .map(|(n, k)| serde_json::json!({"AttributeName": n, "KeyType": k}))
+                .collect()
+        };
+        serde_json::json!({
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": self.attributes.iter()
+                .map(|(n, t)| serde_json::json!({"AttributeName": n, "AttributeType": t}))
+                .collect::<Vec<_>>(),
+            "KeySchema": keys(self.keys),
+            "StreamSpecification": {"StreamViewType": self.stream_view},
+            "GlobalSecondaryIndexes": [{
+                "IndexName": RESET_INDEX,
+                "KeySchema": keys(self.reset_index_keys),
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }],
+        })
+    }
+
     fn attribute_definitions(&self) -> Vec<AttributeDefinition> {
         self.attributes
             .iter()
