@@ -23,7 +23,10 @@ fn arg(name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -59,14 +62,20 @@ async fn main() {
     let store = DynamoStore::new(client.clone(), table.clone());
     store.create_table().await.expect("create table");
 
-    let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-12-03T00:05:00Z").unwrap().to_utc();
+    let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-12-03T00:05:00Z")
+        .unwrap()
+        .to_utc();
     let due_every = (100 / due_percent.max(1)).max(1);
     let load_started = Instant::now();
     let requests: Vec<WriteRequest> = (0..users)
         .flat_map(|i| {
             let user = format!("user{i:07}");
             let id = UserId::parse(&user).unwrap();
-            let reset_at = if i % due_every == 0 { now - Duration::minutes(5) } else { next_reset_boundary(now) };
+            let reset_at = if i % due_every == 0 {
+                now - Duration::minutes(5)
+            } else {
+                next_reset_boundary(now)
+            };
             let limits = item(
                 &user,
                 SK_LIMITS,
@@ -76,7 +85,14 @@ async fn main() {
                     (RESET_SHARD, AttributeValue::N(reset_shard(&id).to_string())),
                 ],
             );
-            [item(&user, SK_PROFILE, &[("name", AttributeValue::S(format!("User {i}")))]), limits]
+            [
+                item(
+                    &user,
+                    SK_PROFILE,
+                    &[("name", AttributeValue::S(format!("User {i}")))],
+                ),
+                limits,
+            ]
         })
         .collect();
     let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(|c| c.to_vec()).collect();
@@ -87,7 +103,12 @@ async fn main() {
             async move {
                 let mut pending = HashMap::from([(table, chunk)]);
                 while !pending.is_empty() {
-                    let out = client.batch_write_item().set_request_items(Some(pending)).send().await.expect("load");
+                    let out = client
+                        .batch_write_item()
+                        .set_request_items(Some(pending))
+                        .send()
+                        .await
+                        .expect("load");
                     pending = out.unprocessed_items.unwrap_or_default();
                 }
             }

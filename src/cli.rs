@@ -60,6 +60,48 @@ pub enum Command {
     },
     /// Run the local stream worker: the event source mapping on this machine.
     Worker(WorkerArgs),
+    /// Replay failed stream batches from on-failure records (SQS queue or file).
+    Replay {
+        #[command(flatten)]
+        source: ReplaySource,
+        /// Read and plan only: print planned PROFILE writes, write nothing, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Process at most this many messages.
+        #[arg(long, default_value_t = 1000)]
+        max_messages: usize,
+        /// When a batch's records expired, repair from USAGE#LIMITS (`reconcile --repair`),
+        /// restricted to the batch's users when the message names them.
+        #[arg(long)]
+        reconcile_on_expiry: bool,
+        /// Rate limit of repair writes.
+        #[arg(long, default_value_t = 100)]
+        max_writes_per_second: u32,
+    },
+    /// Find drift between USAGE#LIMITS and PROFILE; with --repair, fix profiles that are behind.
+    Reconcile {
+        /// Fix profile_behind users with the sync's conditional write (never lowers a version).
+        #[arg(long)]
+        repair: bool,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
+        /// Rate limit of repair writes.
+        #[arg(long, default_value_t = 100)]
+        max_writes_per_second: u32,
+        /// Print the report as one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move legacy items onto the model (tier and version on USAGE#LIMITS, reset-index attributes).
+    Migrate {
+        /// Count what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
+    },
     /// Run the sync handler on a Lambda event JSON file; prints the batch response last.
     Sync {
         /// A DynamoDB stream event as Lambda delivers it (`{"Records": [...]}`).
@@ -72,6 +114,17 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
         concurrency: usize,
     },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ReplaySource {
+    /// SQS queue holding on-failure records (the stack's OnFailureQueueUrl output).
+    #[arg(long)]
+    pub queue_url: Option<String>,
+    /// File with on-failure records: one JSON object, an array, or JSON lines.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,7 +309,113 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_json(&outcome.response)
         }
         Command::Worker(args) => run_worker(args, &aws, store, &table).await,
+        Command::Replay {
+            source,
+            dry_run,
+            max_messages,
+            reconcile_on_expiry,
+            max_writes_per_second,
+        } => {
+            let source = match (source.queue_url, source.file) {
+                (Some(url), _) => crate::replay::Source::Queue {
+                    client: aws_sdk_sqs::Client::new(&aws),
+                    url,
+                },
+                (None, Some(path)) => crate::replay::Source::File(path),
+                (None, None) => unreachable!("clap requires one source"),
+            };
+            let replayer = crate::replay::Replayer {
+                store: &store,
+                handler: SyncHandler::new(store.clone(), DEFAULT_CONCURRENCY),
+                streams: aws_sdk_dynamodbstreams::Client::new(&aws),
+                opts: crate::replay::ReplayOptions {
+                    dry_run,
+                    max_messages,
+                    reconcile_on_expiry,
+                    max_writes_per_second,
+                },
+            };
+            let bar = spinner("replay {pos} messages ({elapsed})");
+            let summary = replayer.run(&source, &|| bar.inc(1)).await;
+            bar.finish_and_clear();
+            print_json(&summary)?;
+            if !summary.ok() {
+                bail!(
+                    "replay incomplete: {} expired, {} malformed, {} failed (see problems above)",
+                    summary.expired,
+                    summary.malformed,
+                    summary.failed
+                );
+            }
+            Ok(())
+        }
+        Command::Reconcile {
+            repair,
+            segments,
+            max_writes_per_second,
+            json,
+        } => {
+            let bar = spinner("reconcile: {pos} items read ({elapsed})");
+            let users = crate::reconcile::scan_users(&store, segments, &|n| bar.inc(n)).await?;
+            bar.finish_and_clear();
+            let bar = spinner("repair: {pos} writes ({elapsed})");
+            let report = crate::reconcile::reconcile(
+                &store,
+                &users,
+                repair,
+                max_writes_per_second,
+                Utc::now(),
+                &|| bar.inc(1),
+            )
+            .await;
+            bar.finish_and_clear();
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("users: {}", report.users);
+                for (class, count) in &report.counts {
+                    let name = serde_json::to_value(class)?;
+                    println!("{:<16} {count}", name.as_str().unwrap_or_default());
+                }
+                for (class, ids) in &report.user_ids {
+                    let name = serde_json::to_value(class)?;
+                    println!("{}: {}", name.as_str().unwrap_or_default(), ids.join(" "));
+                }
+                if let Some(r) = &report.repaired {
+                    println!("repaired: {}", serde_json::to_string(r)?);
+                }
+            }
+            if report.repaired.as_ref().is_some_and(|r| r.failed > 0) {
+                bail!("some repair writes failed; run it again");
+            }
+            Ok(())
+        }
+        Command::Migrate { dry_run, segments } => {
+            let bar = spinner("migrate: {pos} items read ({elapsed})");
+            let users = crate::reconcile::scan_users(&store, segments, &|n| bar.inc(n)).await?;
+            bar.finish_and_clear();
+            let counts = crate::reconcile::migrate(&store, &users, dry_run, Utc::now()).await;
+            print_json(&serde_json::json!({"dry_run": dry_run, "counts": counts}))?;
+            if counts.failed > 0 {
+                bail!(
+                    "{} migration writes failed; run it again (it is idempotent)",
+                    counts.failed
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// A spinner on stderr (hidden when stderr is not a terminal).
+fn spinner(template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {template}"))
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 fn read_event(path: &PathBuf) -> Result<RawEvent> {

@@ -206,7 +206,10 @@ impl<S: ProfileStore> SyncHandler<S> {
             .map(|w| {
                 let synced_at = &synced_at;
                 async move {
-                    let r = self.store.write_profile(&w, synced_at).await;
+                    let r = self
+                        .store
+                        .write_profile(&w.user_id, w.tier, w.tier_version, synced_at)
+                        .await;
                     (w, r)
                 }
             })

@@ -14,6 +14,9 @@
 //! - [`stream`]: pure pieces of reading a stream like Lambda's event source mapping: shard
 //!   lineage, the Lambda record shape, on-failure records, checkpoints.
 //! - [`worker`]: the local stream worker (the event source mapping on your machine).
+//! - [`onfailure`]: pure parsing of on-failure records (raw, SNS, S3 forms).
+//! - [`replay`]: replaying failed batches from the stream through the handler.
+//! - [`reconcile`]: finding and repairing drift, and migrating legacy items.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`config`]: typed configuration from the environment, validated at start.
 //! - [`lambda`]: the Lambdas' runtime glue (`sync-lambda`, `reset-lambda`).
@@ -27,6 +30,9 @@ pub mod decide;
 pub mod handler;
 pub mod lambda;
 pub mod metrics;
+pub mod onfailure;
+pub mod reconcile;
+pub mod replay;
 pub mod reset;
 pub mod schema;
 pub mod store;

@@ -16,7 +16,6 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use crate::decide::PlannedWrite;
 use crate::schema::*;
 
 /// Condition of the sync write: only an existing profile, only a newer version. A profile without
@@ -106,10 +105,12 @@ pub enum TableCreate {
 pub trait ProfileStore: Send + Sync {
     /// Table name, for log lines.
     fn table(&self) -> &str;
-    /// Writes `w` to the user's PROFILE if it is newer than what is there.
+    /// Writes `tier` at `version` to the user's PROFILE if it is newer than what is there.
     fn write_profile(
         &self,
-        w: &PlannedWrite,
+        user: &UserId,
+        tier: Tier,
+        version: u64,
         synced_at: &str,
     ) -> impl Future<Output = Result<ProfileWrite, StoreError>> + Send;
 }
@@ -609,15 +610,16 @@ pub(crate) fn conditional_failure_item<R>(
 /// What a failed sync condition means, from the profile as it was (`ALL_OLD`).
 pub fn classify_profile_conflict(
     old: Option<&HashMap<String, AttributeValue>>,
-    w: &PlannedWrite,
+    tier: Tier,
+    version: u64,
 ) -> ProfileWrite {
     let Some(old) = old else {
         return ProfileWrite::ProfileMissing;
     };
     match number(old, TIER_VERSION) {
-        Ok(Some(v)) if v > w.tier_version => ProfileWrite::AlreadyCurrent { stored_version: v },
-        Ok(Some(v)) if v == w.tier_version => match old.get(TIER) {
-            Some(AttributeValue::S(t)) if t == w.tier.as_str() => {
+        Ok(Some(v)) if v > version => ProfileWrite::AlreadyCurrent { stored_version: v },
+        Ok(Some(v)) if v == version => match old.get(TIER) {
+            Some(AttributeValue::S(t)) if t == tier.as_str() => {
                 ProfileWrite::AlreadyCurrent { stored_version: v }
             }
             other => ProfileWrite::Conflict {
@@ -640,21 +642,23 @@ impl ProfileStore for DynamoStore {
     /// tells which outcome it was.
     async fn write_profile(
         &self,
-        w: &PlannedWrite,
+        user: &UserId,
+        tier: Tier,
+        version: u64,
         synced_at: &str,
     ) -> Result<ProfileWrite, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(&w.user_id, SK_PROFILE)))
+            .set_key(Some(key(user, SK_PROFILE)))
             .update_expression(PROFILE_SYNC_UPDATE)
             .condition_expression(PROFILE_SYNC_CONDITION)
             .expression_attribute_names("#tier", TIER)
             .expression_attribute_names("#ver", TIER_VERSION)
             .expression_attribute_names("#synced", TIER_SYNCED_AT)
-            .expression_attribute_values(":t", s(w.tier.as_str()))
-            .expression_attribute_values(":v", n(w.tier_version))
+            .expression_attribute_values(":t", s(tier.as_str()))
+            .expression_attribute_values(":v", n(version))
             .expression_attribute_values(":now", s(synced_at))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -662,7 +666,7 @@ impl ProfileStore for DynamoStore {
         match result {
             Ok(_) => Ok(ProfileWrite::Applied),
             Err(e) => match conditional_failure_item(&e) {
-                Some(old) => Ok(classify_profile_conflict(old.as_ref(), w)),
+                Some(old) => Ok(classify_profile_conflict(old.as_ref(), tier, version)),
                 None => Err(StoreError::sdk("UpdateItem", e)),
             },
         }
@@ -672,16 +676,6 @@ impl ProfileStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::SeqNo;
-
-    fn planned(tier: Tier, v: u64) -> PlannedWrite {
-        PlannedWrite {
-            user_id: UserId::parse("u").unwrap(),
-            tier,
-            tier_version: v,
-            first_seq: SeqNo::parse("1").unwrap(),
-        }
-    }
 
     fn profile(tier: &str, v: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
@@ -693,25 +687,25 @@ mod tests {
 
     #[test]
     fn a_failed_sync_condition_is_classified_from_the_old_profile() {
-        let w = planned(Tier::Premium, 5);
+        let w = (Tier::Premium, 5);
         assert_eq!(
-            classify_profile_conflict(None, &w),
+            classify_profile_conflict(None, w.0, w.1),
             ProfileWrite::ProfileMissing
         );
         assert_eq!(
-            classify_profile_conflict(Some(&profile("free", "6")), &w),
+            classify_profile_conflict(Some(&profile("free", "6")), w.0, w.1),
             ProfileWrite::AlreadyCurrent { stored_version: 6 }
         );
         assert_eq!(
-            classify_profile_conflict(Some(&profile("premium", "5")), &w),
+            classify_profile_conflict(Some(&profile("premium", "5")), w.0, w.1),
             ProfileWrite::AlreadyCurrent { stored_version: 5 }
         );
         assert!(matches!(
-            classify_profile_conflict(Some(&profile("free", "5")), &w),
+            classify_profile_conflict(Some(&profile("free", "5")), w.0, w.1),
             ProfileWrite::Conflict { .. }
         ));
         assert!(matches!(
-            classify_profile_conflict(Some(&profile("free", "x")), &w),
+            classify_profile_conflict(Some(&profile("free", "x")), w.0, w.1),
             ProfileWrite::Conflict { .. }
         ));
     }

@@ -129,12 +129,87 @@ impl Intercept for Recorder {
     }
 }
 
+/// Makes chosen DynamoDB Streams calls fail with a modeled AWS error, the exact bytes DynamoDB
+/// Streams sends (`__type` + message), for what moto cannot do: trimmed records, deleted shards,
+/// expired iterators, throttling. Matches by operation and a string in the request body.
+#[derive(Debug, Clone, Default)]
+pub struct StreamFaults(Arc<Mutex<Vec<(String, String, String, u32)>>>);
+
+#[derive(Debug, Clone)]
+struct InjectError(String);
+impl aws_smithy_types::config_bag::Storable for InjectError {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl StreamFaults {
+    /// The next `times` calls of `op` whose body contains `needle` fail with `error_type`.
+    pub fn fail(&self, op: &str, needle: &str, error_type: &str, times: u32) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((op.into(), needle.into(), error_type.into(), times));
+    }
+}
+
+impl Intercept for StreamFaults {
+    fn name(&self) -> &'static str {
+        "StreamFaults"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let req = ctx.request();
+        let op = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("?");
+        let body = String::from_utf8_lossy(req.body().bytes().unwrap_or_default()).into_owned();
+        for (fop, needle, error, left) in self.0.lock().unwrap().iter_mut() {
+            if *left > 0 && fop == op && body.contains(needle.as_str()) {
+                *left -= 1;
+                cfg.interceptor_state()
+                    .store_put(InjectError(error.clone()));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut aws_sdk_dynamodbstreams::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(InjectError(error)) = cfg.load::<InjectError>().cloned() {
+            let body = format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{error}","message":"injected {error}"}}"#
+            );
+            let mut resp = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(body),
+            );
+            resp.headers_mut()
+                .insert("content-type", "application/x-amz-json-1.0");
+            resp.headers_mut().insert("x-amzn-errortype", error);
+            *ctx.response_mut() = resp;
+        }
+        Ok(())
+    }
+}
+
 pub struct TestApp {
     pub table: String,
     pub sdk: aws_config::SdkConfig,
     pub store: DynamoStore,
     pub recorder: Recorder,
     pub streams: aws_sdk_dynamodbstreams::Client,
+    pub stream_faults: StreamFaults,
     pub dir: tempfile::TempDir,
 }
 
@@ -161,9 +236,14 @@ impl TestApp {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), table.clone());
         store.create_table().await.expect("create table");
         recorder.clear();
+        let stream_faults = StreamFaults::default();
+        let streams_conf = aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
+            .interceptor(stream_faults.clone())
+            .build();
         TestApp {
             table,
-            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+            streams: aws_sdk_dynamodbstreams::Client::from_conf(streams_conf),
+            stream_faults,
             sdk,
             store,
             recorder,

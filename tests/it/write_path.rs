@@ -172,23 +172,60 @@ async fn table_create_makes_exactly_the_shared_definition() {
         .unwrap();
     let def = tiersync::store::TABLE;
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
-        ks.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect()
+        ks.iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
+            .collect()
     };
-    let own = |ks: &[(&str, &str)]| -> Vec<(String, String)> { ks.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() };
+    let own = |ks: &[(&str, &str)]| -> Vec<(String, String)> {
+        ks.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
     assert_eq!(keys(t.key_schema()), own(def.keys));
     let mut attrs: Vec<_> = t
         .attribute_definitions()
         .iter()
-        .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+        .map(|a| {
+            (
+                a.attribute_name().to_owned(),
+                a.attribute_type().as_str().to_owned(),
+            )
+        })
         .collect();
     attrs.sort();
     let mut want = own(def.attributes);
     want.sort();
     assert_eq!(attrs, want);
-    assert_eq!(t.stream_specification().unwrap().stream_view_type().unwrap().as_str(), def.stream_view);
+    assert_eq!(
+        t.stream_specification()
+            .unwrap()
+            .stream_view_type()
+            .unwrap()
+            .as_str(),
+        def.stream_view
+    );
     let gsi = &t.global_secondary_indexes()[0];
     assert_eq!(gsi.index_name(), Some(tiersync::schema::RESET_INDEX));
     assert_eq!(keys(gsi.key_schema()), own(def.reset_index_keys));
-    assert_eq!(gsi.projection().unwrap().projection_type().unwrap().as_str(), "KEYS_ONLY");
-    assert_eq!(t.billing_mode_summary().unwrap().billing_mode().unwrap().as_str(), "PAY_PER_REQUEST");
+    assert_eq!(
+        gsi.projection()
+            .unwrap()
+            .projection_type()
+            .unwrap()
+            .as_str(),
+        "KEYS_ONLY"
+    );
+    assert_eq!(
+        t.billing_mode_summary()
+            .unwrap()
+            .billing_mode()
+            .unwrap()
+            .as_str(),
+        "PAY_PER_REQUEST"
+    );
 }
