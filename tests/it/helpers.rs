@@ -133,7 +133,10 @@ impl Intercept for Recorder {
 /// Streams sends (`__type` + message), for what moto cannot do: trimmed records, deleted shards,
 /// expired iterators, throttling. Matches by operation and a string in the request body.
 #[derive(Debug, Clone, Default)]
-pub struct StreamFaults(Arc<Mutex<Vec<(String, String, String, u32)>>>);
+pub struct StreamFaults(Arc<Mutex<Vec<StreamFault>>>);
+
+/// `(operation, needle in the request body, AWS error type, times left)`.
+type StreamFault = (String, String, String, u32);
 
 #[derive(Debug, Clone)]
 struct InjectError(String);
