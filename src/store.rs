@@ -115,6 +115,23 @@ pub trait ProfileStore: Send + Sync {
     ) -> impl Future<Output = Result<ProfileWrite, StoreError>> + Send;
 }
 
+/// A shared reference to a store is a store (the handler can borrow one).
+impl<T: ProfileStore> ProfileStore for &T {
+    fn table(&self) -> &str {
+        (**self).table()
+    }
+
+    fn write_profile(
+        &self,
+        user: &UserId,
+        tier: Tier,
+        version: u64,
+        synced_at: &str,
+    ) -> impl Future<Output = Result<ProfileWrite, StoreError>> + Send {
+        (**self).write_profile(user, tier, version, synced_at)
+    }
+}
+
 /// tiersync's table definition: the one source for `table create` and the check against the
 /// SAM template (`infra/template.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

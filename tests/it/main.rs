@@ -4,6 +4,7 @@
 mod cli;
 mod helpers;
 mod lambda_runtime;
+mod model;
 mod replay;
 mod sync;
 mod usage;
