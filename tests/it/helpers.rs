@@ -129,11 +129,16 @@ impl Intercept for Recorder {
     }
 }
 
-/// Makes chosen DynamoDB Streams calls fail with a modeled AWS error, the exact bytes DynamoDB
-/// Streams sends (`__type` + message), for what moto cannot do: trimmed records, deleted shards,
-/// expired iterators, throttling. Matches by operation and a string in the request body.
+/// Makes chosen DynamoDB or DynamoDB Streams calls fail with a modeled AWS error: the request
+/// goes out, and its response is replaced by the exact bytes AWS sends (`__type` + message),
+/// below the SDK, so the SDK's own retry logic sees it. For what moto cannot do: throttling,
+/// 500s, trimmed records, deleted shards, expired iterators. Matches by operation and a string
+/// in the request body; counts every attempt it sees.
 #[derive(Debug, Clone, Default)]
-pub struct StreamFaults(Arc<Mutex<Vec<StreamFault>>>);
+pub struct StreamFaults(
+    Arc<Mutex<Vec<StreamFault>>>,
+    Arc<Mutex<HashMap<String, u32>>>,
+);
 
 /// `(operation, needle in the request body, AWS error type, times left)`.
 type StreamFault = (String, String, String, u32);
@@ -152,6 +157,21 @@ impl StreamFaults {
             .unwrap()
             .push((op.into(), needle.into(), error_type.into(), times));
     }
+
+    /// Attempts seen of requests of `op` whose body contains `needle` (retries included).
+    pub fn attempts(&self, op: &str, needle: &str) -> u32 {
+        self.1
+            .lock()
+            .unwrap()
+            .get(&format!("{op}|{needle}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Also counts attempts matching `op` and `needle` from now on.
+    pub fn watch(&self, op: &str, needle: &str) {
+        self.1.lock().unwrap().insert(format!("{op}|{needle}"), 0);
+    }
 }
 
 impl Intercept for StreamFaults {
@@ -159,26 +179,49 @@ impl Intercept for StreamFaults {
         "StreamFaults"
     }
 
-    fn read_before_transmit(
+    /// Decides per attempt (this hook runs once per attempt, before the request is sent) and
+    /// keeps a failed request from taking effect: a throttled write is not applied, so moto gets
+    /// a harmless read instead, whose answer is replaced below.
+    fn modify_before_transmit(
         &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        ctx: &mut aws_sdk_dynamodbstreams::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let req = ctx.request();
-        let op = req
+        let req = ctx.request_mut();
+        let target = req
             .headers()
             .get("x-amz-target")
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("?");
+            .unwrap_or_default()
+            .to_owned();
+        let op = target.rsplit('.').next().unwrap_or("?").to_owned();
         let body = String::from_utf8_lossy(req.body().bytes().unwrap_or_default()).into_owned();
+        for (key, n) in self.1.lock().unwrap().iter_mut() {
+            let (wop, needle) = key.split_once('|').unwrap();
+            if wop == op && body.contains(needle) {
+                *n += 1;
+            }
+        }
+        // The interceptor state outlives an attempt: forget the previous attempt's decision.
+        cfg.interceptor_state().unset::<InjectError>();
+        let mut inject = None;
         for (fop, needle, error, left) in self.0.lock().unwrap().iter_mut() {
-            if *left > 0 && fop == op && body.contains(needle.as_str()) {
+            if *left > 0 && *fop == op && body.contains(needle.as_str()) {
                 *left -= 1;
-                cfg.interceptor_state()
-                    .store_put(InjectError(error.clone()));
+                inject = Some(error.clone());
                 break;
             }
+        }
+        if let Some(error) = inject {
+            cfg.interceptor_state().store_put(InjectError(error));
+            let harmless = if target.starts_with("DynamoDBStreams") {
+                "DynamoDBStreams_20120810.ListStreams"
+            } else {
+                "DynamoDB_20120810.ListTables"
+            };
+            req.headers_mut().insert("x-amz-target", harmless);
+            req.headers_mut().insert("content-length", "2");
+            *req.body_mut() = aws_smithy_types::body::SdkBody::from("{}");
         }
         Ok(())
     }
@@ -194,7 +237,12 @@ impl Intercept for StreamFaults {
                 r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{error}","message":"injected {error}"}}"#
             );
             let mut resp = aws_smithy_runtime_api::http::Response::new(
-                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_runtime_api::http::StatusCode::try_from(match error.as_str() {
+                    "InternalServerError" => 500,
+                    "ServiceUnavailable" => 503,
+                    _ => 400,
+                })
+                .unwrap(),
                 aws_smithy_types::body::SdkBody::from(body),
             );
             resp.headers_mut()
@@ -213,6 +261,8 @@ pub struct TestApp {
     pub recorder: Recorder,
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub stream_faults: StreamFaults,
+    /// Faults below the SDK for the DynamoDB client of `store`.
+    pub faults: StreamFaults,
     pub dir: tempfile::TempDir,
 }
 
@@ -233,8 +283,10 @@ impl TestApp {
         );
         let sdk = aws_config::load_from_env().await;
         let recorder = Recorder::default();
+        let faults = StreamFaults::default();
         let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(recorder.clone())
+            .interceptor(faults.clone())
             .build();
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), table.clone());
         store.create_table().await.expect("create table");
@@ -247,6 +299,7 @@ impl TestApp {
             table,
             streams: aws_sdk_dynamodbstreams::Client::from_conf(streams_conf),
             stream_faults,
+            faults,
             sdk,
             store,
             recorder,

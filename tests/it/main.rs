@@ -2,6 +2,7 @@
 //! one table per test, so they run in parallel. Run with `scripts/test.sh`.
 
 mod cli;
+mod faults;
 mod helpers;
 mod lambda_runtime;
 mod model;
