@@ -557,7 +557,78 @@ mod tests {
         );
     }
 
+    /// Arbitrary JSON values, to splice into records.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .unwrap_or_default()),
+            ".{0,12}".prop_map(serde_json::Value::from),
+            "[0-9]{1,30}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::hash_map("[A-Za-z]{1,3}|S|N|M|L", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every path into a real record where a fuzzer may put garbage.
+    const PATHS: &[&str] = &[
+        "/eventName",
+        "/dynamodb",
+        "/dynamodb/Keys",
+        "/dynamodb/Keys/PK",
+        "/dynamodb/Keys/PK/S",
+        "/dynamodb/Keys/SK/S",
+        "/dynamodb/NewImage",
+        "/dynamodb/NewImage/tier",
+        "/dynamodb/NewImage/tier/S",
+        "/dynamodb/NewImage/tier_version",
+        "/dynamodb/NewImage/tier_version/N",
+        "/dynamodb/OldImage",
+        "/dynamodb/OldImage/tier_version/N",
+        "/dynamodb/SequenceNumber",
+        "/dynamodb/SizeBytes",
+        "/dynamodb/ApproximateCreationDateTime",
+        "/eventID",
+    ];
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// A record with garbage at any place decodes or is poison, never a panic; poison names
+        /// the sequence number and key whenever the garbage left them readable.
+        #[test]
+        fn a_mangled_record_is_decided_or_poison_with_its_identity(path in proptest::sample::select(PATHS), garbage in any_json(), remove in any::<bool>()) {
+            let mut v: serde_json::Value = serde_json::from_str(&record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0))).unwrap();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            if let Some(obj) = v.pointer_mut(if parent.is_empty() { "" } else { parent }).and_then(|p| p.as_object_mut()) {
+                if remove { obj.remove(key); } else { obj.insert(key.to_owned(), garbage); }
+            }
+            if let Err(p) = decode(&v.to_string()) {
+                if let Some(s) = v.pointer("/dynamodb/SequenceNumber").and_then(|s| s.as_str()) {
+                    prop_assert_eq!(p.seq.as_deref(), Some(s));
+                }
+                if let Some(pk) = v.pointer("/dynamodb/Keys/PK/S").and_then(|s| s.as_str()) {
+                    prop_assert_eq!(p.pk.as_deref(), Some(pk));
+                }
+                prop_assert!(!p.reason.to_string().is_empty());
+            }
+        }
+
+        /// Arbitrary bytes as a record: never a panic, always a reason.
+        #[test]
+        fn arbitrary_text_is_poison_not_a_panic(raw in ".{0,200}") {
+            if let Err(p) = decode(&raw) {
+                prop_assert!(!p.reason.to_string().is_empty());
+            }
+        }
+
         #[test]
         fn seq_order_matches_big_integer_order(a in 0u128.., b in 0u128..) {
             prop_assert_eq!(seq(&a.to_string()).cmp(&seq(&b.to_string())), a.cmp(&b));

@@ -120,6 +120,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    proptest::proptest! {
+        /// Any `time` value yields a time or a clear error naming the value, never a panic.
+        #[test]
+        fn any_event_time_is_parsed_or_named(t in ".{0,40}") {
+            match scheduled_time(&json!({ "time": t })) {
+                Ok(parsed) => proptest::prop_assert!(parsed.is_some()),
+                Err(e) => {
+                    let named = format!("{:?}", t);
+                    proptest::prop_assert!(e.contains(&named), "{}", e);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_scheduled_time_comes_from_the_event() {
         let t = scheduled_time(&json!({"time": "2026-12-04T00:00:00Z", "source": "aws.scheduler"}))

@@ -257,7 +257,37 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn no_message_body_panics(body in ".{0,300}") {
-            let _ = parse_message(&body).map(|p| assert!(p.start <= p.end));
+            if let Ok(p) = parse_message(&body) {
+                proptest::prop_assert!(p.start <= p.end);
+            }
+        }
+
+        /// A real record with any field replaced or removed parses to a pointer whose fields are
+        /// the record's, or is rejected naming what is wrong.
+        #[test]
+        fn a_mangled_record_parses_exactly_or_names_the_field(
+            field in proptest::sample::select(&["shardId", "startSequenceNumber", "endSequenceNumber", "streamArn", "batchSize"][..]),
+            value in proptest::option::of(".{0,30}"),
+            sns in proptest::bool::ANY,
+        ) {
+            let mut v: Value = serde_json::from_str(AWS_EXAMPLE).unwrap();
+            match &value {
+                Some(x) => { v["DDBStreamBatchInfo"][field] = Value::String(x.clone()); }
+                None => { v["DDBStreamBatchInfo"].as_object_mut().unwrap().remove(field); }
+            }
+            let body = if sns { json!({"Type": "Notification", "Message": v.to_string()}).to_string() } else { v.to_string() };
+            match parse_message(&body) {
+                Ok(p) => {
+                    let info = &v["DDBStreamBatchInfo"];
+                    proptest::prop_assert_eq!(Some(p.shard_id.as_str()), info["shardId"].as_str());
+                    proptest::prop_assert_eq!(Some(p.start.as_str()), info["startSequenceNumber"].as_str());
+                    proptest::prop_assert_eq!(Some(p.end.as_str()), info["endSequenceNumber"].as_str());
+                    proptest::prop_assert_eq!(Some(p.stream_arn.as_str()), info["streamArn"].as_str());
+                }
+                Err(MalformedMessage::BadField { field: f }) => proptest::prop_assert_eq!(f, field),
+                Err(MalformedMessage::EmptyRange { .. }) => proptest::prop_assert!(field.ends_with("SequenceNumber")),
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
         }
     }
 }
