@@ -83,7 +83,7 @@ impl Limits {
 pub struct SyncConfig {
     /// `TABLE_NAME` (required).
     pub table: String,
-    /// `SYNC_CONCURRENCY`: concurrent PROFILE writes per batch (default 32).
+    /// `SYNC_CONCURRENCY`: concurrent PROFILE writes per batch (default 64).
     pub concurrency: usize,
     /// `METRICS_NAMESPACE` (default `tiersync`).
     pub namespace: String,
@@ -156,7 +156,7 @@ mod tests {
             cfg,
             SyncConfig {
                 table: "t".into(),
-                concurrency: 32,
+                concurrency: 64,
                 namespace: "tiersync".into()
             }
         );

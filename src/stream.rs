@@ -361,6 +361,41 @@ mod tests {
         assert_eq!(v["timestamp"], "2026-12-03T10:00:00.123Z");
     }
 
+    fn any_attr() -> impl proptest::strategy::Strategy<Value = AttributeValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,8}".prop_map(AttributeValue::S),
+            "-?[0-9]{0,25}(\\.[0-9]{1,3})?".prop_map(AttributeValue::N),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            Just(AttributeValue::Null(true)),
+            proptest::collection::vec(any::<u8>(), 0..4)
+                .prop_map(|b| AttributeValue::B(aws_sdk_dynamodbstreams::primitives::Blob::new(b))),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever GetRecords returns, the Lambda-shaped record decodes to a decision or to
+        /// poison that carries the record's sequence number: never a panic.
+        #[test]
+        fn any_get_records_output_is_decided_or_poison(
+            seq in proptest::option::of("[0-9]{1,25}|[a-z0-9]{0,5}"),
+            name in proptest::sample::select(vec![Some(OperationType::Insert), Some(OperationType::Modify), Some(OperationType::Remove), None]),
+            keys in proptest::collection::vec((proptest::sample::select(vec!["PK", "SK", "x"]), any_attr()), 0..3),
+            new in proptest::collection::vec((proptest::sample::select(vec!["tier", "tier_version", "daily_used"]), any_attr()), 0..4),
+            old in proptest::collection::vec((proptest::sample::select(vec!["tier", "tier_version"]), any_attr()), 0..3),
+        ) {
+            let mut d = StreamRecord::builder().set_sequence_number(seq.clone()).size_bytes(1);
+            for (k, v) in keys { d = d.keys(k, v); }
+            for (k, v) in new { d = d.new_image(k, v); }
+            for (k, v) in old { d = d.old_image(k, v); }
+            let r = Record::builder().set_event_name(name).dynamodb(d.build()).build();
+            let json = lambda_record(&r, "arn").to_string();
+            if let Err(p) = crate::decide::decode(&json) {
+                proptest::prop_assert_eq!(p.seq, seq);
+            }
+        }
+    }
+
     #[test]
     fn redelivery_starts_at_the_lowest_failed_record() {
         let recs = vec![

@@ -2,6 +2,9 @@
 
 use tiersync::schema::Tier;
 
+#[path = "../../benches/common/mod.rs"]
+mod common;
+
 use crate::helpers::{event_of, is_limits_of, seq, TestApp};
 
 /// The SDK's standard retry mode: 3 attempts in all.
@@ -216,4 +219,50 @@ async fn a_replay_racing_live_sync_never_regresses_a_profile() {
         .iter()
         .all(|r| r.response.batch_item_failures.is_empty()));
     assert_eq!(app.profile("rr").await, Some(("free".into(), 7)));
+}
+
+#[tokio::test]
+async fn attempts_that_time_out_are_retried_by_the_sdk_then_reported() {
+    // A DynamoDB stand-in that answers after 300 ms, and a client whose attempts time out
+    // after 50 ms: every attempt times out.
+    let endpoint = common::dynamodb_stub(std::time::Duration::from_millis(300)).await;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "t", "t", None, None, "t",
+        ))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(std::time::Duration::from_millis(50))
+                .build(),
+        )
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_initial_backoff(std::time::Duration::from_millis(1)),
+        )
+        .load()
+        .await;
+    let store = tiersync::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&conf), "t");
+    let event: tiersync::handler::RawEvent =
+        serde_json::from_str(&common::distinct_changes(3)).unwrap();
+    let started = std::time::Instant::now();
+    let out = tiersync::handler::SyncHandler::new(store, 8)
+        .handle(&event, chrono::Utc::now())
+        .await;
+    let reported: Vec<String> = out
+        .failed_sequence_numbers()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(reported.len(), 3, "each user's write is reported");
+    assert_eq!(
+        reported[0], "100000000000000000000",
+        "the lowest sequence number first"
+    );
+    assert_eq!(out.counts.failed, 3);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "3 attempts of 50 ms each"
+    );
 }

@@ -1,8 +1,8 @@
 //! A model of Lambda's event source mapping that drives the real sync handler through generated
 //! delivery schedules (deterministic simulation, VOPR-style): batches and their boundaries,
 //! duplicates, partial failures with redelivery from the lowest reported sequence number,
-//! crashes between a PROFILE write and the checkpoint, replays of old ranges, and interleaving
-//! across shards. Every case is a pure function of one seed: a failure prints the seed, and
+//! crashes between a PROFILE write and the checkpoint, function errors with bisected retries,
+//! replays of old ranges, and interleaving across shards. Every case is a pure function of one seed: a failure prints the seed, and
 //! `TIERSYNC_MODEL_SEED=<seed> cargo test --test it model::` replays it exactly.
 //!
 //! Invariants, checked after every handler call or at the end:
@@ -297,6 +297,7 @@ pub struct CaseStats {
     pub crashes: u64,
     pub replays: u64,
     pub duplicates: u64,
+    pub bisects: u64,
 }
 
 /// Reads every PROFILE's `(tier, tier_version)`.
@@ -423,6 +424,19 @@ pub async fn run_case<'a, S: ProfileStore>(
         let k = 1 + rng.below(6) as usize;
         let batch = &recs[c..(c + k).min(recs.len())];
         attempts += 1;
+        if batch.len() > 1 && rng.chance(5) {
+            // A function error (timeout, crash) after some writes: the ESM bisects the batch and
+            // retries each half (BisectBatchOnFunctionError); the first invocation's response is
+            // lost.
+            sim.stats.bisects += 1;
+            sim.deliver(batch, 15).await;
+            let (left, right) = batch.split_at(batch.len() / 2);
+            for half in [left, right] {
+                while sim.deliver(half, 0).await.is_some() {}
+            }
+            checkpoints[shard] = c + batch.len();
+            continue;
+        }
         // Faults stop eventually (the ESM's retries outlast a transient fault).
         let fail = if attempts < 200 {
             [0, 0, 15, 40][rng.below(4) as usize]
@@ -509,10 +523,11 @@ fn generated_delivery_schedules_never_regress_and_always_converge() {
         total.crashes += s.crashes;
         total.replays += s.replays;
         total.duplicates += s.duplicates;
+        total.bisects += s.bisects;
     }
     eprintln!(
-        "model: {} cases passed: {} handler invocations, {} write failures injected, {} crashes before checkpoint, {} old-range replays, {} duplicate deliveries",
-        seeds.len(), total.invocations, total.failures_injected, total.crashes, total.replays, total.duplicates
+        "model: {} cases passed: {} handler invocations, {} write failures injected, {} crashes before checkpoint, {} bisected batches, {} old-range replays, {} duplicate deliveries",
+        seeds.len(), total.invocations, total.failures_injected, total.crashes, total.bisects, total.replays, total.duplicates
     );
     assert!(
         seeds.len() == 1 || total.failures_injected > 0 && total.crashes > 0 && total.replays > 0

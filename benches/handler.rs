@@ -1,0 +1,28 @@
+//! Handler CPU: decode and decide per record (the whole `plan`: split the event, decode every
+//! record, decide, coalesce) on realistic 1,000- and 10,000-record events. No I/O.
+//! Run: `scripts/bench.sh` (also writes the events for the Powertools baseline).
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use tiersync::handler::{plan, RawEvent};
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan");
+    for n in [1_000usize, 10_000] {
+        let event = common::event(n, (n / 4) as u64, 42);
+        common::write_event(&format!("mix-{n}.json"), &event);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("{n}_records"), |b| {
+            b.iter(|| {
+                let raw: RawEvent = serde_json::from_str(black_box(&event)).unwrap();
+                black_box(plan("tiersync", &raw.records))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,211 @@
+//! Batch latency, cold start and peak memory, measured against local stand-ins:
+//! - a batch of 1,000 distinct users' tier changes, written through the real SDK client to a
+//!   DynamoDB stub that adds 10 ms to every call, at concurrency 1, 8, 32, 64 and 128;
+//! - `sync-lambda`'s cold start: process start to its first Runtime API `next` request;
+//! - `sync-lambda`'s peak RSS (VmHWM) after handling a 10,000-record event.
+//!
+//! Run: `scripts/bench.sh` (or `cargo bench --bench latency -- [--lambda PATH]`).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tiersync::handler::{RawEvent, SyncHandler};
+use tiersync::store::DynamoStore;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+async fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&conf)
+}
+
+async fn batch_latency() -> Vec<(usize, f64)> {
+    let endpoint = common::dynamodb_stub(Duration::from_millis(10)).await;
+    let client = client(&endpoint).await;
+    let event: RawEvent = serde_json::from_str(&common::distinct_changes(1_000)).unwrap();
+    let mut curve = Vec::new();
+    for concurrency in [1usize, 8, 32, 64, 128] {
+        let handler = SyncHandler::new(DynamoStore::new(client.clone(), "tiersync"), concurrency);
+        let runs = if concurrency == 1 { 1 } else { 5 };
+        handler.handle(&event, chrono::Utc::now()).await; // warm the connection pool
+        let started = Instant::now();
+        for _ in 0..runs {
+            let out = handler.handle(&event, chrono::Utc::now()).await;
+            assert_eq!(out.counts.applied, 1_000);
+        }
+        curve.push((
+            concurrency,
+            started.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+        ));
+    }
+    curve
+}
+
+/// Serves the Runtime API: reports when `next` is first asked for, delivers `event` once, and
+/// reports the posted response.
+async fn runtime_api(
+    event: String,
+    seen_next: mpsc::UnboundedSender<Instant>,
+    posted: mpsc::UnboundedSender<String>,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let delivered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (event, seen_next, posted, delivered) = (
+                event.clone(),
+                seen_next.clone(),
+                posted.clone(),
+                delivered.clone(),
+            );
+            tokio::spawn(async move {
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).await.unwrap();
+                        if h.trim_end().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.trim_end().split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).await.unwrap();
+                    let reply = if path.ends_with("/next") {
+                        let _ = seen_next.send(Instant::now());
+                        if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        let deadline = chrono::Utc::now().timestamp_millis() + 300_000;
+                        format!("HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: r1\r\nlambda-runtime-deadline-ms: {deadline}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:sync\r\nlambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\ncontent-length: {}\r\n\r\n{event}", event.len())
+                    } else {
+                        let _ = posted.send(String::from_utf8_lossy(&body).into_owned());
+                        "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned()
+                    };
+                    if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Cold start (ms to the first `next`) and peak RSS (KiB) of one `sync-lambda` process that
+/// handles a 10,000-record event.
+async fn lambda_process(binary: &str) -> (f64, u64, String) {
+    let endpoint = common::dynamodb_stub(Duration::ZERO).await;
+    let event = common::event(10_000, 2_500, 7);
+    let (next_tx, mut next_rx) = mpsc::unbounded_channel();
+    let (post_tx, mut post_rx) = mpsc::unbounded_channel();
+    let api = runtime_api(event, next_tx, post_tx).await;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(binary)
+        .env("AWS_LAMBDA_RUNTIME_API", api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "sync")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "s")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "g")
+        .env("TABLE_NAME", "tiersync")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sync-lambda");
+    let first_next = next_rx.recv().await.unwrap();
+    let cold_ms = (first_next - started).as_secs_f64() * 1000.0;
+    let response = tokio::time::timeout(Duration::from_secs(120), post_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    child.kill().await.unwrap();
+    (cold_ms, hwm, response)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    if !bench {
+        return; // `cargo test --all-targets` builds this; only `cargo bench` runs it.
+    }
+    let lambda = args
+        .iter()
+        .position(|a| a == "--lambda")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sync-lambda").to_owned());
+
+    println!("batch of 1,000 distinct users, 10 ms per DynamoDB call:");
+    println!("| concurrency | ms per batch |");
+    println!("|---|---|");
+    let curve = batch_latency().await;
+    for (c, ms) in &curve {
+        println!("| {c} | {ms:.0} |");
+    }
+    let mut colds = Vec::new();
+    let mut rss = 0;
+    for _ in 0..5 {
+        let (cold, hwm, response) = lambda_process(&lambda).await;
+        assert_eq!(response, r#"{"batchItemFailures":[]}"#);
+        colds.push(cold);
+        rss = rss.max(hwm);
+    }
+    colds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!();
+    println!("sync-lambda ({lambda}):");
+    println!(
+        "cold start to first `next`: median {:.1} ms (min {:.1}, max {:.1}, 5 runs)",
+        colds[2], colds[0], colds[4]
+    );
+    println!(
+        "peak RSS handling a 10,000-record event: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    let json = serde_json::json!({
+        "batch_ms": curve.iter().map(|(c, ms)| (c.to_string(), *ms)).collect::<std::collections::BTreeMap<_, _>>(),
+        "cold_start_ms_median": colds[2],
+        "peak_rss_mib": rss as f64 / 1024.0,
+    });
+    println!("{json}");
+}
