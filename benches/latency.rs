@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tiersync::handler::{RawEvent, SyncHandler};
 use tiersync::store::DynamoStore;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -72,31 +72,7 @@ async fn runtime_api(
             );
             tokio::spawn(async move {
                 let mut r = BufReader::new(sock);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = line
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).await.unwrap();
-                        if h.trim_end().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.trim_end().split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap();
-                            }
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).await.unwrap();
+                while let Some((_, path, body)) = common::read_request(&mut r).await {
                     let reply = if path.ends_with("/next") {
                         let _ = seen_next.send(Instant::now());
                         if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {

@@ -207,6 +207,14 @@ fn key_schema(keys: &[(&str, &str)]) -> Vec<KeySchemaElement> {
         .collect()
 }
 
+/// `(attribute, HASH | RANGE)` of a described key schema.
+fn key_pairs(schema: &[KeySchemaElement]) -> Vec<(&str, &str)> {
+    schema
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect()
+}
+
 fn keys_only() -> Projection {
     Projection::builder()
         .projection_type(ProjectionType::KeysOnly)
@@ -344,11 +352,7 @@ impl DynamoStore {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }
-            let keys: Vec<_> = t
-                .key_schema()
-                .iter()
-                .map(|k| (k.attribute_name(), k.key_type().as_str()))
-                .collect();
+            let keys = key_pairs(t.key_schema());
             if keys != TABLE.keys {
                 return Err(mismatch(format!(
                     "key schema is {keys:?}, expected {:?}",
@@ -367,11 +371,7 @@ impl DynamoStore {
             }
             match index {
                 Some(i) => {
-                    let keys: Vec<_> = i
-                        .key_schema()
-                        .iter()
-                        .map(|k| (k.attribute_name(), k.key_type().as_str()))
-                        .collect();
+                    let keys = key_pairs(i.key_schema());
                     if keys != TABLE.reset_index_keys {
                         return Err(mismatch(format!(
                             "index {RESET_INDEX} has keys {keys:?}, expected {:?}",

@@ -107,12 +107,15 @@ pub fn distinct_changes(users: u64) -> String {
     format!(r#"{{"Records":[{}]}}"#, recs.join(","))
 }
 
-async fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+/// Reads one HTTP/1.1 request (request line, headers, `content-length` body): `(method, path,
+/// body)`, or `None` at the end of the connection.
+pub async fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
     let mut line = String::new();
     if r.read_line(&mut line).await.ok()? == 0 {
         return None;
     }
-    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut len = 0usize;
     loop {
         let mut h = String::new();
@@ -129,7 +132,7 @@ async fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)>
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).await.ok()?;
-    Some((path, body))
+    Some((method, path, body))
 }
 
 /// A DynamoDB stand-in on 127.0.0.1 that answers every call with `{}` (a successful UpdateItem)

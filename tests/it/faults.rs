@@ -2,8 +2,7 @@
 
 use tiersync::schema::Tier;
 
-#[path = "../../benches/common/mod.rs"]
-mod common;
+use crate::common;
 
 use crate::helpers::{event_of, is_limits_of, seq, TestApp};
 

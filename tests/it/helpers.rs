@@ -311,6 +311,22 @@ impl TestApp {
         UserId::parse(id).unwrap()
     }
 
+    /// Creates each user as free and then upgrades them to premium (version 2).
+    pub async fn free_users_upgraded(&self, users: &[&str]) {
+        let now = chrono::Utc::now();
+        for u in users {
+            let id = Self::user(u);
+            self.store
+                .create_user(&id, tiersync::schema::Tier::Free, now)
+                .await
+                .unwrap();
+            self.store
+                .set_tier(&id, tiersync::schema::Tier::Premium, now)
+                .await
+                .unwrap();
+        }
+    }
+
     pub fn handler(&self) -> SyncHandler<DynamoStore> {
         SyncHandler::new(self.store.clone(), 32)
     }

@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use tiersync::schema::Tier;
@@ -20,32 +20,6 @@ enum Posted {
     Error(String),
 }
 
-async fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).await.ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).await.ok()?;
-    Some((method, path, body))
-}
-
 /// Serves one invocation of `event`; every later `next` waits forever (as with no traffic).
 async fn serve(listener: TcpListener, event: String, posted: mpsc::UnboundedSender<Posted>) {
     let delivered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -54,7 +28,7 @@ async fn serve(listener: TcpListener, event: String, posted: mpsc::UnboundedSend
         let (event, posted, delivered) = (event.clone(), posted.clone(), delivered.clone());
         tokio::spawn(async move {
             let mut r = BufReader::new(sock);
-            while let Some((method, path, body)) = read_request(&mut r).await {
+            while let Some((method, path, body)) = crate::common::read_request(&mut r).await {
                 let reply = if method == "GET" && path.ends_with("/runtime/invocation/next") {
                     if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
                         std::future::pending::<()>().await;

@@ -2,6 +2,8 @@
 //! one table per test, so they run in parallel. Run with `scripts/test.sh`.
 
 mod cli;
+#[path = "../../benches/common/mod.rs"]
+mod common;
 mod faults;
 mod helpers;
 mod lambda_runtime;

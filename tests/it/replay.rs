@@ -61,17 +61,7 @@ async fn pointer(app: &TestApp, shard: &str, start: &str, end: &str) -> Value {
 #[tokio::test]
 async fn on_failure_records_from_the_worker_replay_once_and_then_change_nothing() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    for u in ["p1", "p2"] {
-        app.store
-            .create_user(&TestApp::user(u), Tier::Free, now)
-            .await
-            .unwrap();
-        app.store
-            .set_tier(&TestApp::user(u), Tier::Premium, now)
-            .await
-            .unwrap();
-    }
+    app.free_users_upgraded(&["p1", "p2"]).await;
     app.recorder.fail_next("UpdateItem", "USER#p2", 100);
     let mut cfg = app.worker_config();
     cfg.max_retries = 1;
@@ -224,17 +214,7 @@ async fn a_queue_replay_deletes_applied_messages_and_leaves_malformed_ones() {
 #[tokio::test]
 async fn an_expired_batch_is_never_success_and_can_be_repaired_for_its_users() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    for u in ["x1", "x2"] {
-        app.store
-            .create_user(&TestApp::user(u), Tier::Free, now)
-            .await
-            .unwrap();
-        app.store
-            .set_tier(&TestApp::user(u), Tier::Premium, now)
-            .await
-            .unwrap();
-    }
+    app.free_users_upgraded(&["x1", "x2"]).await;
     // As after the 24 h retention: the shard is gone (DynamoDB answers ResourceNotFoundException;
     // moto answers a 500 for an unknown shard, so the exact AWS error is injected).
     let gone = "shardId-00000001000000000000-deadbeef";

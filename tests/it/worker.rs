@@ -67,17 +67,7 @@ async fn batches_respect_the_batch_size() {
 #[tokio::test]
 async fn a_transient_failure_is_redelivered_from_the_lowest_failed_record_and_applied() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    for u in ["fine", "flaky"] {
-        app.store
-            .create_user(&TestApp::user(u), Tier::Free, now)
-            .await
-            .unwrap();
-        app.store
-            .set_tier(&TestApp::user(u), Tier::Premium, now)
-            .await
-            .unwrap();
-    }
+    app.free_users_upgraded(&["fine", "flaky"]).await;
     app.recorder.fail_next("UpdateItem", "USER#flaky", 1);
     let s = app.run_worker().await;
     assert_eq!(s.retries, 1);
