@@ -6,7 +6,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tiersync::handler::{plan, RawEvent};
+use tiersync::handler::{plan, StreamEvent};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan");
@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("{n}_records"), |b| {
             b.iter(|| {
-                let raw: RawEvent = serde_json::from_str(black_box(&event)).unwrap();
+                let raw: StreamEvent = serde_json::from_str(black_box(&event)).unwrap();
                 black_box(plan("tiersync", &raw.records))
             })
         });

@@ -11,7 +11,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tiersync::handler::{RawEvent, SyncHandler};
+use tiersync::handler::{StreamEvent, SyncHandler};
 use tiersync::store::DynamoStore;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -32,7 +32,7 @@ async fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 async fn batch_latency() -> Vec<(usize, f64)> {
     let endpoint = common::dynamodb_stub(Duration::from_millis(10)).await;
     let client = client(&endpoint).await;
-    let event: RawEvent = serde_json::from_str(&common::distinct_changes(1_000)).unwrap();
+    let event: StreamEvent = serde_json::from_str(&common::distinct_changes(1_000)).unwrap();
     let mut curve = Vec::new();
     for concurrency in [1usize, 8, 32, 64, 128] {
         let handler = SyncHandler::new(DynamoStore::new(client.clone(), "tiersync"), concurrency);

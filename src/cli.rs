@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Limits;
-use crate::handler::{self, RawEvent, SyncHandler, DEFAULT_CONCURRENCY};
+use crate::handler::{self, StreamEvent, SyncHandler, DEFAULT_CONCURRENCY};
 use crate::schema::{Tier, UserId};
 use crate::store::{DynamoStore, TableCreate};
 use crate::usage::Increment;
@@ -418,7 +418,7 @@ fn spinner(template: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn read_event(path: &PathBuf) -> Result<RawEvent> {
+fn read_event(path: &PathBuf) -> Result<StreamEvent> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| {

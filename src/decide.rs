@@ -8,7 +8,7 @@ use std::fmt;
 
 use std::borrow::Cow;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::schema::{Tier, UserId, PK, SK, SK_LIMITS, TIER, TIER_VERSION};
@@ -135,101 +135,169 @@ pub struct Poison {
 }
 
 /// A DynamoDB-JSON attribute value, as far as tiersync looks at it: strings and numbers keep
-/// their text (borrowed from the event unless it had escapes); any other type keeps only its
-/// type tag, which is all a log line needs.
+/// their text; anything else keeps only a description, which is all a log line needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Attr<'a> {
-    S(Cow<'a, str>),
-    N(Cow<'a, str>),
+enum Attr {
+    S(String),
+    N(String),
     Other(String),
 }
 
-impl fmt::Display for Attr<'_> {
+impl fmt::Display for Attr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Attr::S(s) => write!(f, "{{\"S\": {s:?}}}"),
             Attr::N(n) => write!(f, "{{\"N\": {n:?}}}"),
-            Attr::Other(t) => write!(f, "a value of type {t}"),
+            Attr::Other(t) => f.write_str(t),
         }
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Attr<'a> {
+/// The JSON type of a value that is not the expected one, for messages.
+struct Shape(&'static str);
+
+/// Deserialisers here never fail on content: a value of the wrong shape becomes a marker that
+/// the decision turns into poison. Only broken JSON syntax fails, and that fails the whole event
+/// before any record is looked at. This is what lets one pass over the event decode every record
+/// on its own (no second scan, no copy per record).
+macro_rules! lenient_scalars {
+    ($value:ty, $wrap:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok($wrap(Shape("a boolean")))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok($wrap(Shape("a number")))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+            Ok($wrap(Shape("a number")))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok($wrap(Shape("a number")))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($wrap(Shape("an array")))
+        }
+    };
+}
+
+/// A string, or a note of what came instead.
+enum Text {
+    Str(String),
+    Wrong(Shape),
+}
+
+impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Attr<'a>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text::Str(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text::Wrong(Shape("null")))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Text, M::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text::Wrong(Shape("an object")))
+            }
+            lenient_scalars!(Text, Text::Wrong);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Text {
+    fn ok(self) -> Option<String> {
+        match self {
+            Text::Str(s) => Some(s),
+            Text::Wrong(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Attr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Attr;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a DynamoDB attribute value like {\"S\": \"...\"}")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr<'a>, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr, M::Error> {
                 // One key in a well-formed value; in a malformed one, S or N wins over the rest.
-                let mut value: Option<Attr<'a>> = None;
-                while let Some(tag) = map.next_key::<Cow<'de, str>>()? {
-                    match tag.as_ref() {
-                        "S" if !matches!(value, Some(Attr::S(_) | Attr::N(_))) => {
-                            value = Some(Attr::S(map.next_value::<CowStr<'a>>()?.0))
-                        }
-                        "N" if !matches!(value, Some(Attr::S(_) | Attr::N(_))) => {
-                            value = Some(Attr::N(map.next_value::<CowStr<'a>>()?.0))
+                let mut value: Option<Attr> = None;
+                while let Some(tag) = map.next_key::<String>()? {
+                    let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
+                    match tag.as_str() {
+                        "S" | "N" if !typed => {
+                            value = Some(match map.next_value::<Text>()? {
+                                Text::Str(s) if tag == "S" => Attr::S(s),
+                                Text::Str(s) => Attr::N(s),
+                                Text::Wrong(Shape(shape)) => {
+                                    Attr::Other(format!("{{\"{tag}\": {shape}}}"))
+                                }
+                            })
                         }
                         other => {
                             map.next_value::<IgnoredAny>()?;
-                            value.get_or_insert_with(|| Attr::Other(other.to_owned()));
+                            value.get_or_insert_with(|| {
+                                Attr::Other(format!("a value of type {other}"))
+                            });
                         }
                     }
                 }
-                value.ok_or_else(|| de::Error::custom("empty attribute value"))
+                Ok(value.unwrap_or_else(|| Attr::Other("an empty attribute value".into())))
             }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Attr, E> {
+                Ok(Attr::Other("a bare string".into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Attr, E> {
+                Ok(Attr::Other("null".into()))
+            }
+            lenient_scalars!(Attr, |s: Shape| Attr::Other(s.0.into()));
         }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A string borrowed from the input when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = CowStr<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'a>, E> {
-                Ok(CowStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'a>, E> {
-                Ok(CowStr(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
+        d.deserialize_any(V)
     }
 }
 
 /// The attributes of an image (or of `Keys`) that decisions read; every other attribute is
 /// skipped without allocating. `null` or a missing image is an empty one.
 #[derive(Debug, Default)]
-struct Image<'a> {
-    pk: Option<Attr<'a>>,
-    sk: Option<Attr<'a>>,
-    tier: Option<Attr<'a>>,
-    tier_version: Option<Attr<'a>>,
+struct Image {
+    pk: Option<Attr>,
+    sk: Option<Attr>,
+    tier: Option<Attr>,
+    tier_version: Option<Attr>,
+    /// Not a map: what it was instead.
+    wrong: Option<&'static str>,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Image<'a> {
+impl<'de> Deserialize<'de> for Image {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Image<'a>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Image;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a DynamoDB item (map of attribute values) or null")
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Image<'a>, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Image, E> {
                 Ok(Image::default())
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image<'a>, M::Error> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Image, E> {
+                Ok(Image {
+                    wrong: Some("a string"),
+                    ..Image::default()
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image, M::Error> {
                 let mut image = Image::default();
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
                     let slot = match name.as_ref() {
@@ -246,43 +314,171 @@ impl<'de: 'a, 'a> Deserialize<'de> for Image<'a> {
                 }
                 Ok(image)
             }
+            lenient_scalars!(Image, |s: Shape| Image {
+                wrong: Some(s.0),
+                ..Image::default()
+            });
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        d.deserialize_any(V)
     }
 }
 
 /// The parts of a Lambda DynamoDB stream record that decisions read.
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(rename = "eventName", borrow)]
-    event_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    dynamodb: Change<'a>,
+#[derive(Default)]
+struct Record {
+    event_name: Option<Text>,
+    keys: Image,
+    new_image: Image,
+    old_image: Image,
+    sequence_number: Option<String>,
+    /// What is structurally wrong with the record, if anything.
+    wrong: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Change<'a> {
-    #[serde(rename = "Keys", default, borrow)]
-    keys: Image<'a>,
-    #[serde(rename = "NewImage", default, borrow)]
-    new_image: Image<'a>,
-    #[serde(rename = "OldImage", default, borrow)]
-    old_image: Image<'a>,
-    #[serde(rename = "SequenceNumber", default, borrow)]
-    sequence_number: Option<Cow<'a, str>>,
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Record;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a DynamoDB stream record")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Record, M::Error> {
+                let mut r = Record::default();
+                let mut has_change = false;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "eventName" => r.event_name = Some(map.next_value()?),
+                        "dynamodb" => {
+                            has_change = true;
+                            map.next_value_seed(ChangeSeed(&mut r))?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                if !has_change {
+                    r.wrong.get_or_insert_with(|| "no dynamodb".into());
+                }
+                Ok(r)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Record, E> {
+                Ok(Record {
+                    wrong: Some("the record is a string".into()),
+                    ..Record::default()
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Record, E> {
+                Ok(Record {
+                    wrong: Some("the record is null".into()),
+                    ..Record::default()
+                })
+            }
+            lenient_scalars!(Record, |s: Shape| Record {
+                wrong: Some(format!("the record is {}", s.0)),
+                ..Record::default()
+            });
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Fills a [`Record`] from its `dynamodb` part.
+struct ChangeSeed<'r>(&'r mut Record);
+
+impl<'de> de::DeserializeSeed<'de> for ChangeSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        struct V<'r>(&'r mut Record);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the dynamodb part of a stream record")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+                let r = self.0;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "Keys" => r.keys = map.next_value()?,
+                        "NewImage" => r.new_image = map.next_value()?,
+                        "OldImage" => r.old_image = map.next_value()?,
+                        "SequenceNumber" => r.sequence_number = map.next_value::<Text>()?.ok(),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                for (name, image) in [
+                    ("Keys", &r.keys),
+                    ("NewImage", &r.new_image),
+                    ("OldImage", &r.old_image),
+                ] {
+                    if let Some(shape) = image.wrong {
+                        r.wrong
+                            .get_or_insert_with(|| format!("{name} is {shape}, not an item"));
+                    }
+                }
+                Ok(())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is a string".into());
+                Ok(())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is null".into());
+                Ok(())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is a boolean".into());
+                Ok(())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is a number".into());
+                Ok(())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is a number".into());
+                Ok(())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+                self.0.wrong = Some("dynamodb is a number".into());
+                Ok(())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                self.0.wrong = Some("dynamodb is an array".into());
+                Ok(())
+            }
+        }
+        d.deserialize_any(V(self.0))
+    }
+}
+
+/// One record of an event, decoded and decided.
+pub type Decoded = Result<Decision, Poison>;
+
+/// A record that decodes itself into a decision or poison, never into a deserialisation error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord(pub Decoded);
+
+impl<'de> Deserialize<'de> for DecodedRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Record::deserialize(d).map(|r| DecodedRecord(decide(&r)))
+    }
 }
 
 /// Decodes one record of a Lambda DynamoDB event (one element of `Records`) and decides what it
-/// means. Each record is decoded on its own so that one malformed record cannot fail the batch.
-/// Only the fields decisions need are read, borrowed from the event: about a microsecond a record.
-pub fn decode(raw: &str) -> Result<Decision, Poison> {
-    match serde_json::from_str::<Record>(raw) {
-        Ok(record) => decide(&record),
+/// means. A whole event decodes in one pass through [`DecodedRecord`]; this is the same for a
+/// single record's text.
+pub fn decode(raw: &str) -> Decoded {
+    match serde_json::from_str::<DecodedRecord>(raw) {
+        Ok(DecodedRecord(decided)) => decided,
         Err(e) => Err(salvage(raw, e)),
     }
 }
 
-/// Reads what identity it can from a record that did not decode.
+/// Reads what identity it can from a record that is not even JSON.
 fn salvage(raw: &str, err: serde_json::Error) -> Poison {
     let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
     let change = &value["dynamodb"];
@@ -295,7 +491,7 @@ fn salvage(raw: &str, err: serde_json::Error) -> Poison {
     }
 }
 
-fn string_attr<'r>(attr: &'r Option<Attr<'_>>) -> Option<&'r str> {
+fn string_attr(attr: &Option<Attr>) -> Option<&str> {
     match attr {
         Some(Attr::S(s)) => Some(s),
         _ => None,
@@ -303,27 +499,32 @@ fn string_attr<'r>(attr: &'r Option<Attr<'_>>) -> Option<&'r str> {
 }
 
 /// Decides what a decoded record means. See README "How a record is handled".
-fn decide(record: &Record<'_>) -> Result<Decision, Poison> {
-    let change = &record.dynamodb;
+fn decide(record: &Record) -> Decoded {
+    let change = record;
     let poison = |reason| Poison {
-        seq: change.sequence_number.as_deref().map(str::to_owned),
+        seq: change.sequence_number.clone(),
         pk: string_attr(&change.keys.pk).map(str::to_owned),
         sk: string_attr(&change.keys.sk).map(str::to_owned),
         reason,
     };
+    if let Some(wrong) = &record.wrong {
+        return Err(poison(PoisonReason::Undecodable(wrong.clone())));
+    }
     let seq = change
         .sequence_number
         .as_deref()
         .and_then(SeqNo::parse)
         .ok_or_else(|| poison(PoisonReason::BadSequenceNumber))?;
-    let is_remove = match record.event_name.as_deref() {
-        Some("INSERT" | "MODIFY") => false,
-        Some("REMOVE") => true,
-        other => {
-            return Err(poison(PoisonReason::UnknownEventName(
-                other.unwrap_or_default().to_owned(),
-            )))
+    let is_remove = match &record.event_name {
+        Some(Text::Str(name)) if name == "INSERT" || name == "MODIFY" => false,
+        Some(Text::Str(name)) if name == "REMOVE" => true,
+        Some(Text::Str(other)) => {
+            return Err(poison(PoisonReason::UnknownEventName(other.clone())))
         }
+        Some(Text::Wrong(Shape(shape))) => {
+            return Err(poison(PoisonReason::UnknownEventName((*shape).to_owned())))
+        }
+        None => return Err(poison(PoisonReason::UnknownEventName(String::new()))),
     };
     let sk = string_attr(&change.keys.sk)
         .ok_or_else(|| poison(PoisonReason::BadKey("no string SK".into())))?;
@@ -357,7 +558,7 @@ fn decide(record: &Record<'_>) -> Result<Decision, Poison> {
     }
     let (old_tier, new_tier) = (&change.old_image.tier, &change.new_image.tier);
     if old_tier != new_tier {
-        let show = |v: &Option<Attr<'_>>| match v {
+        let show = |v: &Option<Attr>| match v {
             Some(Attr::S(s)) => Some(s.to_string()),
             Some(other) => Some(other.to_string()),
             None => None,
@@ -373,7 +574,7 @@ fn decide(record: &Record<'_>) -> Result<Decision, Poison> {
 }
 
 /// `tier_version` of an image; missing (an item written before tiersync) counts as 0.
-fn version(image: &Image<'_>, which: &'static str) -> Result<u64, PoisonReason> {
+fn version(image: &Image, which: &'static str) -> Result<u64, PoisonReason> {
     match &image.tier_version {
         None => Ok(0),
         Some(Attr::N(n)) => n.parse().map_err(|_| PoisonReason::BadVersion {

@@ -9,9 +9,8 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::decide::{self, Decision, PlannedWrite, SeqNo};
+use crate::decide::{self, Decision, DecodedRecord, PlannedWrite, SeqNo};
 use crate::schema::format_time;
 use crate::store::{ProfileStore, ProfileWrite};
 
@@ -20,13 +19,13 @@ use crate::store::{ProfileStore, ProfileWrite};
 /// 250 ms target without a burst of 128 connections per invocation.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
-/// A Lambda DynamoDB event whose records are kept raw, so that each is decoded on its own:
-/// deserialising `aws_lambda_events::dynamodb::Event` whole would fail every record for one
-/// malformed one.
+/// A Lambda DynamoDB event, decoded in one pass with every record on its own: each becomes a
+/// decision or poison ([`decide::DecodedRecord`]), so one malformed record cannot fail the
+/// batch (deserialising `aws_lambda_events::dynamodb::Event` whole would fail them all).
 #[derive(Debug, Deserialize)]
-pub struct RawEvent {
+pub struct StreamEvent {
     #[serde(rename = "Records")]
-    pub records: Vec<Box<RawValue>>,
+    pub records: Vec<DecodedRecord>,
 }
 
 /// What a batch did, for logs, EMF metrics and CLI summaries.
@@ -95,17 +94,17 @@ pub struct Plan {
 
 /// Decodes and decides every record, logging poison and unversioned changes with their key and
 /// sequence number, and coalesces the changes. Pure apart from logging.
-pub fn plan(table: &str, records: &[Box<RawValue>]) -> Plan {
+pub fn plan(table: &str, records: &[DecodedRecord]) -> Plan {
     let mut counts = Counts {
         records: records.len() as u64,
         ..Counts::default()
     };
     let mut changes = Vec::new();
-    for raw in records {
-        match decide::decode(raw.get()) {
+    for DecodedRecord(decided) in records {
+        match decided {
             Ok(Decision::Change(c)) => {
                 counts.relevant += 1;
-                changes.push(c);
+                changes.push(c.clone());
             }
             Ok(Decision::Skip(_)) => counts.skipped += 1,
             Ok(Decision::Unversioned {
@@ -200,7 +199,7 @@ impl<S: ProfileStore> SyncHandler<S> {
 
     /// Handles one event. `now` stamps `tier_synced_at`.
     #[tracing::instrument(skip_all, fields(table = self.store.table(), records = event.records.len()))]
-    pub async fn handle(&self, event: &RawEvent, now: DateTime<Utc>) -> BatchOutcome {
+    pub async fn handle(&self, event: &StreamEvent, now: DateTime<Utc>) -> BatchOutcome {
         let Plan { writes, mut counts } = plan(self.store.table(), &event.records);
         counts.writes = writes.len() as u64;
         let synced_at = format_time(now);

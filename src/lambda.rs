@@ -6,7 +6,7 @@ use chrono::Utc;
 use lambda_runtime::{service_fn, LambdaEvent};
 
 use crate::config::SyncConfig;
-use crate::handler::{RawEvent, SyncHandler};
+use crate::handler::{StreamEvent, SyncHandler};
 use crate::metrics::emf_line;
 use crate::store::DynamoStore;
 
@@ -34,21 +34,23 @@ pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
         cfg.concurrency,
     );
     let (handler, cfg) = (&handler, &cfg);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<RawEvent>| async move {
-        let started = Utc::now();
-        let outcome = handler.handle(&event.payload, started).await;
-        // EMF goes to stdout as its own line, outside the tracing JSON, so CloudWatch parses it.
-        println!(
-            "{}",
-            emf_line(
-                &cfg.namespace,
-                "sync",
-                started.timestamp_millis(),
-                &outcome.counts.metrics()
-            )
-        );
-        Ok::<DynamoDbEventResponse, lambda_runtime::Error>(outcome.response)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<StreamEvent>| async move {
+            let started = Utc::now();
+            let outcome = handler.handle(&event.payload, started).await;
+            // EMF goes to stdout as its own line, outside the tracing JSON, so CloudWatch parses it.
+            println!(
+                "{}",
+                emf_line(
+                    &cfg.namespace,
+                    "sync",
+                    started.timestamp_millis(),
+                    &outcome.counts.metrics()
+                )
+            );
+            Ok::<DynamoDbEventResponse, lambda_runtime::Error>(outcome.response)
+        },
+    ))
     .await
 }
 

@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 
 use crate::decide::SeqNo;
-use crate::handler::{self, Counts, RawEvent, SyncHandler};
+use crate::handler::{self, Counts, StreamEvent, SyncHandler};
 use crate::onfailure::{parse_message, parse_value, split_file, BatchPointer};
 use crate::store::DynamoStore;
 use crate::stream::{lambda_event, redelivery_from};
@@ -425,7 +425,7 @@ impl Replayer<'_> {
     ) -> Result<Counts, Unreplayable> {
         let mut total = Counts::default();
         if self.opts.dry_run {
-            let event: RawEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
+            let event: StreamEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
                 .expect("a built event is valid JSON");
             let plan = handler::plan(self.store.table(), &event.records);
             for w in &plan.writes {
@@ -439,7 +439,7 @@ impl Replayer<'_> {
             .with_jitter()
             .build();
         for attempt in 1..=HANDLER_ATTEMPTS {
-            let event: RawEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
+            let event: StreamEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
                 .expect("a built event is valid JSON");
             let outcome = self.handler.handle(&event, Utc::now()).await;
             total.add(&outcome.counts);

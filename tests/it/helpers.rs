@@ -477,7 +477,7 @@ impl TestApp {
 }
 
 /// A Lambda event from records.
-pub fn event_of(records: &[serde_json::Value]) -> tiersync::handler::RawEvent {
+pub fn event_of(records: &[serde_json::Value]) -> tiersync::handler::StreamEvent {
     serde_json::from_str(&serde_json::json!({ "Records": records }).to_string()).unwrap()
 }
 

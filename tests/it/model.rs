@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use tiersync::handler::{RawEvent, SyncHandler};
+use tiersync::handler::{StreamEvent, SyncHandler};
 use tiersync::schema::{Tier, UserId};
 use tiersync::store::{classify_profile_conflict, ProfileStore, ProfileWrite, StoreError};
 
@@ -278,7 +278,7 @@ fn history(rng: &mut Rng) -> History {
     History { limits, shards }
 }
 
-fn event(recs: &[Rec]) -> RawEvent {
+fn event(recs: &[Rec]) -> StreamEvent {
     let body = format!(
         "{{\"Records\":[{}]}}",
         recs.iter()
