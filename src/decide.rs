@@ -6,8 +6,6 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 
-use std::borrow::Cow;
-
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -181,6 +179,59 @@ macro_rules! lenient_scalars {
     };
 }
 
+/// A map key, matched against the names decisions read without allocating (serde's `String` and
+/// `Cow<str>` keys would allocate one string per attribute of every image).
+#[derive(PartialEq, Eq)]
+enum Key {
+    Pk,
+    Sk,
+    Tier,
+    TierVersion,
+    EventName,
+    Dynamodb,
+    Keys,
+    NewImage,
+    OldImage,
+    SequenceNumber,
+    S,
+    N,
+    /// Any other key; its name only where a message needs it (a malformed attribute's type).
+    Other(Option<String>),
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    PK => Key::Pk,
+                    SK => Key::Sk,
+                    TIER => Key::Tier,
+                    TIER_VERSION => Key::TierVersion,
+                    "eventName" => Key::EventName,
+                    "dynamodb" => Key::Dynamodb,
+                    "Keys" => Key::Keys,
+                    "NewImage" => Key::NewImage,
+                    "OldImage" => Key::OldImage,
+                    "SequenceNumber" => Key::SequenceNumber,
+                    "S" => Key::S,
+                    "N" => Key::N,
+                    // Short names are attribute type tags (BOOL, NULL, SS, …): keep them for the
+                    // message; long ones are other fields, never shown.
+                    other if other.len() <= 4 => Key::Other(Some(other.to_owned())),
+                    _ => Key::Other(None),
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 /// A string, or a note of what came instead.
 enum Text {
     Str(String),
@@ -234,22 +285,27 @@ impl<'de> Deserialize<'de> for Attr {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr, M::Error> {
                 // One key in a well-formed value; in a malformed one, S or N wins over the rest.
                 let mut value: Option<Attr> = None;
-                while let Some(tag) = map.next_key::<String>()? {
+                while let Some(tag) = map.next_key::<Key>()? {
                     let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
-                    match tag.as_str() {
-                        "S" | "N" if !typed => {
+                    match tag {
+                        Key::S | Key::N if !typed => {
+                            let name = if tag == Key::S { "S" } else { "N" };
                             value = Some(match map.next_value::<Text>()? {
-                                Text::Str(s) if tag == "S" => Attr::S(s),
+                                Text::Str(s) if tag == Key::S => Attr::S(s),
                                 Text::Str(s) => Attr::N(s),
                                 Text::Wrong(Shape(shape)) => {
-                                    Attr::Other(format!("{{\"{tag}\": {shape}}}"))
+                                    Attr::Other(format!("{{\"{name}\": {shape}}}"))
                                 }
                             })
                         }
                         other => {
                             map.next_value::<IgnoredAny>()?;
+                            let name = match other {
+                                Key::Other(Some(n)) => n,
+                                _ => "another type".to_owned(),
+                            };
                             value.get_or_insert_with(|| {
-                                Attr::Other(format!("a value of type {other}"))
+                                Attr::Other(format!("a value of type {name}"))
                             });
                         }
                     }
@@ -280,9 +336,13 @@ struct Image {
     wrong: Option<&'static str>,
 }
 
-impl<'de> Deserialize<'de> for Image {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
+impl Image {
+    /// Reads an image; `keys` says whether PK and SK matter (only in `Keys`: the images repeat
+    /// them, and skipping those saves four allocations a record).
+    fn read<'de, D: Deserializer<'de>>(d: D, keys: bool) -> Result<Self, D::Error> {
+        struct V {
+            keys: bool,
+        }
         impl<'de> Visitor<'de> for V {
             type Value = Image;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -299,12 +359,12 @@ impl<'de> Deserialize<'de> for Image {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image, M::Error> {
                 let mut image = Image::default();
-                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-                    let slot = match name.as_ref() {
-                        PK => &mut image.pk,
-                        SK => &mut image.sk,
-                        TIER => &mut image.tier,
-                        TIER_VERSION => &mut image.tier_version,
+                while let Some(name) = map.next_key::<Key>()? {
+                    let slot = match name {
+                        Key::Pk if self.keys => &mut image.pk,
+                        Key::Sk if self.keys => &mut image.sk,
+                        Key::Tier => &mut image.tier,
+                        Key::TierVersion => &mut image.tier_version,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -319,7 +379,7 @@ impl<'de> Deserialize<'de> for Image {
                 ..Image::default()
             });
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V { keys })
     }
 }
 
@@ -346,10 +406,10 @@ impl<'de> Deserialize<'de> for Record {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Record, M::Error> {
                 let mut r = Record::default();
                 let mut has_change = false;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "eventName" => r.event_name = Some(map.next_value()?),
-                        "dynamodb" => {
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::EventName => r.event_name = Some(map.next_value()?),
+                        Key::Dynamodb => {
                             has_change = true;
                             map.next_value_seed(ChangeSeed(&mut r))?;
                         }
@@ -384,6 +444,16 @@ impl<'de> Deserialize<'de> for Record {
     }
 }
 
+/// Reads an [`Image`]; `true` for `Keys`.
+struct ImageSeed(bool);
+
+impl<'de> de::DeserializeSeed<'de> for ImageSeed {
+    type Value = Image;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Image, D::Error> {
+        Image::read(d, self.0)
+    }
+}
+
 /// Fills a [`Record`] from its `dynamodb` part.
 struct ChangeSeed<'r>(&'r mut Record);
 
@@ -398,12 +468,12 @@ impl<'de> de::DeserializeSeed<'de> for ChangeSeed<'_> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
                 let r = self.0;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "Keys" => r.keys = map.next_value()?,
-                        "NewImage" => r.new_image = map.next_value()?,
-                        "OldImage" => r.old_image = map.next_value()?,
-                        "SequenceNumber" => r.sequence_number = map.next_value::<Text>()?.ok(),
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Keys => r.keys = map.next_value_seed(ImageSeed(true))?,
+                        Key::NewImage => r.new_image = map.next_value_seed(ImageSeed(false))?,
+                        Key::OldImage => r.old_image = map.next_value_seed(ImageSeed(false))?,
+                        Key::SequenceNumber => r.sequence_number = map.next_value::<Text>()?.ok(),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
