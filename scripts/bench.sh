@@ -2,7 +2,6 @@
 # Every performance figure of BENCHMARKS.md, re-runnable:
 #  1. handler CPU per record (criterion) and the Powertools (Python) baseline on the same events;
 #  2. batch latency vs concurrency, cold start and peak RSS (local stand-ins, no AWS);
-#  3. release binary sizes.
 # The reset-vs-Scan figures come from scripts/bench-reset.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +29,6 @@ for n in 1000 10000; do
 done
 echo
 cargo bench --locked --bench latency -- "$@"
-echo
-if [ -x target/release/sync-lambda ]; then
-  ls -l target/release/sync-lambda target/release/reset-lambda | awk '{printf "%s: %.1f MiB\n", $9, $5/1048576}'
-else
-  echo "(build the release binaries for sizes: cargo build --release --bin sync-lambda --bin reset-lambda)"
-fi
+# Sizes need the release profile (LTO, strip); `cargo bench` writes its own, larger build to
+# target/release, so build release last:
+#   cargo build --release --bin sync-lambda --bin reset-lambda && ls -l target/release/*-lambda
