@@ -440,3 +440,33 @@ async fn migrate_then_worker_brings_legacy_users_in_sync() {
         "idempotent"
     );
 }
+
+#[tokio::test]
+async fn the_workers_on_failure_records_in_sqs_replay_from_the_queue() {
+    let app = TestApp::spawn().await;
+    app.free_users_upgraded(&["s1"]).await;
+    let (sqs, url) = queue(&app).await;
+    app.recorder.fail_next("UpdateItem", "USER#s1", 100);
+    let mut cfg = app.worker_config();
+    cfg.max_retries = 0;
+    cfg.on_failure = Some(tiersync::worker::OnFailureTarget::Queue {
+        client: sqs.clone(),
+        url: url.clone(),
+    });
+    assert_eq!(app.run_worker_with(cfg).await.on_failure, 1);
+    assert_eq!(messages_in_queue(&sqs, &url).await, 1);
+    app.recorder.clear_faults();
+    let s = replay(
+        &app,
+        Source::Queue {
+            client: sqs.clone(),
+            url: url.clone(),
+        },
+        opts(),
+    )
+    .await;
+    assert!(s.ok(), "{s:?}");
+    assert_eq!((s.messages, s.applied, s.deleted), (1, 1, 1));
+    assert_eq!(app.profile("s1").await, Some(("premium".into(), 2)));
+    assert_eq!(messages_in_queue(&sqs, &url).await, 0);
+}
