@@ -13,12 +13,7 @@ tiersync_us() {
 }
 
 venv=.venv-bench
-want=$(sha256sum requirements-bench.txt | cut -d' ' -f1)
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements-bench.txt
-  echo "$want" > "$venv/.requirements.sha256"
-fi
+scripts/venv.sh "$venv" requirements-bench.txt
 echo
 echo "| event | tiersync µs/record | Powertools µs/record | ratio |"
 echo "|---|---|---|---|"

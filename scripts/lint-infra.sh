@@ -4,12 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-lint
-want=$(sha256sum requirements-lint.txt | cut -d' ' -f1)
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements-lint.txt
-  echo "$want" > "$venv/.requirements.sha256"
-fi
+scripts/venv.sh "$venv" requirements-lint.txt
 echo "cfn-lint (with cfn_lint_serverless.rules):"
 "$venv/bin/cfn-lint" --append-rules cfn_lint_serverless.rules -- infra/template.yaml
 echo "  no findings"

@@ -146,28 +146,11 @@ pub fn lambda_event(records: &[Record], stream_arn: &str) -> String {
     json!({ "Records": records }).to_string()
 }
 
-/// Why a batch went to the on-failure destination (`requestContext.condition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureCondition {
-    RetryAttemptsExhausted,
-    RecordAgeExceeded,
-}
-
-impl FailureCondition {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RetryAttemptsExhausted => "RetryAttemptsExhausted",
-            Self::RecordAgeExceeded => "RecordAgeExceeded",
-        }
-    }
-}
-
 /// The on-failure record in AWS's format for a DynamoDB stream batch (see STREAMS.md): a pointer
 /// to the records (shard, first and last sequence number, stream ARN), not the records.
 pub struct OnFailureRecord<'a> {
     pub request_id: String,
     pub function_arn: &'a str,
-    pub condition: FailureCondition,
     pub invoke_count: u32,
     pub shard_id: &'a str,
     pub stream_arn: &'a str,
@@ -192,7 +175,8 @@ impl OnFailureRecord<'_> {
             "requestContext": {
                 "requestId": self.request_id,
                 "functionArn": self.function_arn,
-                "condition": self.condition.as_str(),
+                // The worker gives up only when retries run out (it has no record-age limit).
+                "condition": "RetryAttemptsExhausted",
                 "approximateInvokeCount": self.invoke_count,
             },
             "responseContext": {
@@ -341,7 +325,6 @@ mod tests {
         let v = OnFailureRecord {
             request_id: "r".into(),
             function_arn: "fn",
-            condition: FailureCondition::RetryAttemptsExhausted,
             invoke_count: 4,
             shard_id: "shardId-1",
             stream_arn: "arn:s",

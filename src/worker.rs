@@ -18,7 +18,7 @@ use crate::decide::SeqNo;
 use crate::handler::{Counts, StreamEvent, SyncHandler};
 use crate::store::ProfileStore;
 use crate::stream::{
-    lambda_event, ready_shards, redelivery_from, CheckpointState, FailureCondition, OnFailureRecord,
+    lambda_event, ready_shards, redelivery_from, CheckpointState, OnFailureRecord,
 };
 
 /// Largest batch the event source mapping allows.
@@ -512,7 +512,6 @@ impl<S: ProfileStore> Worker<S> {
         let record = OnFailureRecord {
             request_id: request_id(),
             function_arn: &self.cfg.function_arn,
-            condition: FailureCondition::RetryAttemptsExhausted,
             invoke_count: invocations,
             shard_id: shard,
             stream_arn: &self.stream_arn,

@@ -99,15 +99,7 @@ fn json_lines(stdout: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_and_emf() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    app.store
-        .create_user(&TestApp::user("lam"), Tier::Free, now)
-        .await
-        .unwrap();
-    app.store
-        .set_tier(&TestApp::user("lam"), Tier::Premium, now)
-        .await
-        .unwrap();
+    app.free_users_upgraded(&["lam"]).await;
     let mut records = app.stream_records().await;
     let mut poison = records
         .iter()

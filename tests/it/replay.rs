@@ -146,15 +146,7 @@ async fn messages_in_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
 #[tokio::test]
 async fn a_queue_replay_deletes_applied_messages_and_leaves_malformed_ones() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    app.store
-        .create_user(&TestApp::user("q"), Tier::Free, now)
-        .await
-        .unwrap();
-    app.store
-        .set_tier(&TestApp::user("q"), Tier::Premium, now)
-        .await
-        .unwrap();
+    app.free_users_upgraded(&["q"]).await;
     let records = app.stream_records().await;
     let limits: Vec<String> = records
         .iter()
@@ -263,15 +255,7 @@ async fn an_expired_batch_is_never_success_and_can_be_repaired_for_its_users() {
 #[tokio::test]
 async fn trimmed_records_and_expired_iterators_are_handled() {
     let app = TestApp::spawn().await;
-    let now = chrono::Utc::now();
-    app.store
-        .create_user(&TestApp::user("t"), Tier::Free, now)
-        .await
-        .unwrap();
-    app.store
-        .set_tier(&TestApp::user("t"), Tier::Premium, now)
-        .await
-        .unwrap();
+    app.free_users_upgraded(&["t"]).await;
     let limits: Vec<String> = app
         .stream_records()
         .await
