@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 async fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let conf = tiersync::aws::loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

@@ -56,7 +56,7 @@ async fn main() {
     let users = arg("--users", if bench { 100_000 } else { 500 });
     let due_percent = arg("--due-percent", 10);
     let segments = arg("--segments", 16) as i32;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = tiersync::aws::load().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("bench-reset-{}", Utc::now().timestamp());
     let store = DynamoStore::new(client.clone(), table.clone());

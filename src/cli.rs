@@ -226,7 +226,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         .table
         .clone()
         .context("no table: pass --table NAME or set TABLE_NAME")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = crate::aws::load().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
     match cli.command {
         Command::Table(TableCommand::Definition) => unreachable!("handled before the client"),

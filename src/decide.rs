@@ -2,6 +2,7 @@
 //! batch into at most one PROFILE write per user, and pick the sequence numbers to report as
 //! failed. No I/O here, so every rule is unit- and property-tested without a database.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
@@ -134,14 +135,16 @@ pub struct Poison {
 
 /// A DynamoDB-JSON attribute value, as far as tiersync looks at it: strings and numbers keep
 /// their text; anything else keeps only a description, which is all a log line needs.
+/// Strings borrow from the event text when it has no escapes (serde_json hands those out without
+/// copying), so a record that needs no write allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Attr {
-    S(String),
-    N(String),
+enum Attr<'a> {
+    S(Cow<'a, str>),
+    N(Cow<'a, str>),
     Other(String),
 }
 
-impl fmt::Display for Attr {
+impl fmt::Display for Attr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Attr::S(s) => write!(f, "{{\"S\": {s:?}}}"),
@@ -233,40 +236,43 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// A string, or a note of what came instead.
-enum Text {
-    Str(String),
+enum Text<'a> {
+    Str(Cow<'a, str>),
     Wrong(Shape),
 }
 
-impl<'de> Deserialize<'de> for Text {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Text;
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text::Str(v.to_owned()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Borrowed(v)))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
-                Ok(Text::Str(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(v.to_owned())))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text<'de>, E> {
                 Ok(Text::Wrong(Shape("null")))
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Text, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Text<'de>, M::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Text::Wrong(Shape("an object")))
             }
-            lenient_scalars!(Text, Text::Wrong);
+            lenient_scalars!(Text<'de>, Text::Wrong);
         }
         d.deserialize_any(V)
     }
 }
 
-impl Text {
-    fn ok(self) -> Option<String> {
+impl<'a> Text<'a> {
+    fn ok(self) -> Option<Cow<'a, str>> {
         match self {
             Text::Str(s) => Some(s),
             Text::Wrong(_) => None,
@@ -274,17 +280,17 @@ impl Text {
     }
 }
 
-impl<'de> Deserialize<'de> for Attr {
+impl<'de> Deserialize<'de> for Attr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Attr;
+            type Value = Attr<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a DynamoDB attribute value like {\"S\": \"...\"}")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr<'de>, M::Error> {
                 // One key in a well-formed value; in a malformed one, S or N wins over the rest.
-                let mut value: Option<Attr> = None;
+                let mut value: Option<Attr<'de>> = None;
                 while let Some(tag) = map.next_key::<Key>()? {
                     let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
                     match tag {
@@ -312,13 +318,13 @@ impl<'de> Deserialize<'de> for Attr {
                 }
                 Ok(value.unwrap_or_else(|| Attr::Other("an empty attribute value".into())))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Attr, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Attr<'de>, E> {
                 Ok(Attr::Other("a bare string".into()))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Attr, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Attr<'de>, E> {
                 Ok(Attr::Other("null".into()))
             }
-            lenient_scalars!(Attr, |s: Shape| Attr::Other(s.0.into()));
+            lenient_scalars!(Attr<'de>, |s: Shape| Attr::Other(s.0.into()));
         }
         d.deserialize_any(V)
     }
@@ -327,37 +333,37 @@ impl<'de> Deserialize<'de> for Attr {
 /// The attributes of an image (or of `Keys`) that decisions read; every other attribute is
 /// skipped without allocating. `null` or a missing image is an empty one.
 #[derive(Debug, Default)]
-struct Image {
-    pk: Option<Attr>,
-    sk: Option<Attr>,
-    tier: Option<Attr>,
-    tier_version: Option<Attr>,
+struct Image<'a> {
+    pk: Option<Attr<'a>>,
+    sk: Option<Attr<'a>>,
+    tier: Option<Attr<'a>>,
+    tier_version: Option<Attr<'a>>,
     /// Not a map: what it was instead.
     wrong: Option<&'static str>,
 }
 
-impl Image {
+impl<'de> Image<'de> {
     /// Reads an image; `keys` says whether PK and SK matter (only in `Keys`: the images repeat
     /// them, and skipping those saves four allocations a record).
-    fn read<'de, D: Deserializer<'de>>(d: D, keys: bool) -> Result<Self, D::Error> {
+    fn read<D: Deserializer<'de>>(d: D, keys: bool) -> Result<Self, D::Error> {
         struct V {
             keys: bool,
         }
         impl<'de> Visitor<'de> for V {
-            type Value = Image;
+            type Value = Image<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a DynamoDB item (map of attribute values) or null")
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Image, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Image<'de>, E> {
                 Ok(Image::default())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Image, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Image<'de>, E> {
                 Ok(Image {
                     wrong: Some("a string"),
                     ..Image::default()
                 })
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image<'de>, M::Error> {
                 let mut image = Image::default();
                 while let Some(name) = map.next_key::<Key>()? {
                     let slot = match name {
@@ -374,7 +380,7 @@ impl Image {
                 }
                 Ok(image)
             }
-            lenient_scalars!(Image, |s: Shape| Image {
+            lenient_scalars!(Image<'de>, |s: Shape| Image {
                 wrong: Some(s.0),
                 ..Image::default()
             });
@@ -385,25 +391,25 @@ impl Image {
 
 /// The parts of a Lambda DynamoDB stream record that decisions read.
 #[derive(Default)]
-struct Record {
-    event_name: Option<Text>,
-    keys: Image,
-    new_image: Image,
-    old_image: Image,
-    sequence_number: Option<String>,
+struct Record<'a> {
+    event_name: Option<Text<'a>>,
+    keys: Image<'a>,
+    new_image: Image<'a>,
+    old_image: Image<'a>,
+    sequence_number: Option<Cow<'a, str>>,
     /// What is structurally wrong with the record, if anything.
     wrong: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Record {
+impl<'de> Deserialize<'de> for Record<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Record;
+            type Value = Record<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a DynamoDB stream record")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Record, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Record<'de>, M::Error> {
                 let mut r = Record::default();
                 let mut has_change = false;
                 while let Some(key) = map.next_key::<Key>()? {
@@ -423,19 +429,19 @@ impl<'de> Deserialize<'de> for Record {
                 }
                 Ok(r)
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Record, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Record<'de>, E> {
                 Ok(Record {
                     wrong: Some("the record is a string".into()),
                     ..Record::default()
                 })
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Record, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Record<'de>, E> {
                 Ok(Record {
                     wrong: Some("the record is null".into()),
                     ..Record::default()
                 })
             }
-            lenient_scalars!(Record, |s: Shape| Record {
+            lenient_scalars!(Record<'de>, |s: Shape| Record {
                 wrong: Some(format!("the record is {}", s.0)),
                 ..Record::default()
             });
@@ -448,20 +454,20 @@ impl<'de> Deserialize<'de> for Record {
 struct ImageSeed(bool);
 
 impl<'de> de::DeserializeSeed<'de> for ImageSeed {
-    type Value = Image;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Image, D::Error> {
+    type Value = Image<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Image<'de>, D::Error> {
         Image::read(d, self.0)
     }
 }
 
 /// Fills a [`Record`] from its `dynamodb` part.
-struct ChangeSeed<'r>(&'r mut Record);
+struct ChangeSeed<'r, 'de>(&'r mut Record<'de>);
 
-impl<'de> de::DeserializeSeed<'de> for ChangeSeed<'_> {
+impl<'de> de::DeserializeSeed<'de> for ChangeSeed<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        struct V<'r>(&'r mut Record);
-        impl<'de> Visitor<'de> for V<'_> {
+        struct V<'r, 'de>(&'r mut Record<'de>);
+        impl<'de> Visitor<'de> for V<'_, 'de> {
             type Value = ();
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("the dynamodb part of a stream record")
@@ -561,7 +567,7 @@ fn salvage(raw: &str, err: serde_json::Error) -> Poison {
     }
 }
 
-fn string_attr(attr: &Option<Attr>) -> Option<&str> {
+fn string_attr<'a>(attr: &'a Option<Attr<'_>>) -> Option<&'a str> {
     match attr {
         Some(Attr::S(s)) => Some(s),
         _ => None,
@@ -569,10 +575,10 @@ fn string_attr(attr: &Option<Attr>) -> Option<&str> {
 }
 
 /// Decides what a decoded record means. See README "How a record is handled".
-fn decide(record: &Record) -> Decoded {
+fn decide(record: &Record<'_>) -> Decoded {
     let change = record;
     let poison = |reason| Poison {
-        seq: change.sequence_number.clone(),
+        seq: change.sequence_number.as_deref().map(str::to_owned),
         pk: string_attr(&change.keys.pk).map(str::to_owned),
         sk: string_attr(&change.keys.sk).map(str::to_owned),
         reason,
@@ -589,7 +595,7 @@ fn decide(record: &Record) -> Decoded {
         Some(Text::Str(name)) if name == "INSERT" || name == "MODIFY" => false,
         Some(Text::Str(name)) if name == "REMOVE" => true,
         Some(Text::Str(other)) => {
-            return Err(poison(PoisonReason::UnknownEventName(other.clone())))
+            return Err(poison(PoisonReason::UnknownEventName(other.to_string())))
         }
         Some(Text::Wrong(Shape(shape))) => {
             return Err(poison(PoisonReason::UnknownEventName((*shape).to_owned())))
@@ -628,7 +634,7 @@ fn decide(record: &Record) -> Decoded {
     }
     let (old_tier, new_tier) = (&change.old_image.tier, &change.new_image.tier);
     if old_tier != new_tier {
-        let show = |v: &Option<Attr>| match v {
+        let show = |v: &Option<Attr<'_>>| match v {
             Some(Attr::S(s)) => Some(s.to_string()),
             Some(other) => Some(other.to_string()),
             None => None,
@@ -644,7 +650,7 @@ fn decide(record: &Record) -> Decoded {
 }
 
 /// `tier_version` of an image; missing (an item written before tiersync) counts as 0.
-fn version(image: &Image, which: &'static str) -> Result<u64, PoisonReason> {
+fn version(image: &Image<'_>, which: &'static str) -> Result<u64, PoisonReason> {
     match &image.tier_version {
         None => Ok(0),
         Some(Attr::N(n)) => n.parse().map_err(|_| PoisonReason::BadVersion {

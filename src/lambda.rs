@@ -10,25 +10,43 @@ use crate::handler::{StreamEvent, SyncHandler};
 use crate::metrics::emf_line;
 use crate::store::DynamoStore;
 
-/// JSON logs to stdout at `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (default `info`).
+/// JSON logs to stdout at `RUST_LOG` / `AWS_LAMBDA_LOG_LEVEL` (default `info`).
+///
+/// The filter is `tracing_subscriber`'s `Targets` (`info`, `tiersync=debug,warn`, …), not
+/// `EnvFilter`: span and field directives are not needed in a Lambda, and `EnvFilter` links a
+/// regex engine into the binary. A directive that does not parse falls back to `info` with a
+/// warning, never a failed cold start.
 pub fn init_json_logging() {
-    let filter = std::env::var("RUST_LOG")
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
         .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let (filter, bad) = match spec.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(f) => (f, None),
+        Err(e) => (
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::INFO),
+            Some(e),
+        ),
+    };
+    let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
-        .with_target(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(json.with_filter(filter))
         .init();
+    if let Some(e) = bad {
+        tracing::warn!(directive = %spec, error = %e, "log filter not understood; logging at info");
+    }
 }
 
 /// Runs the sync function until the runtime shuts it down.
 pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
     init_json_logging();
     let cfg = SyncConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = crate::aws::load().await;
     let handler = SyncHandler::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), cfg.table.clone()),
         cfg.concurrency,
@@ -72,7 +90,7 @@ pub fn scheduled_time(
 pub async fn run_reset() -> Result<(), lambda_runtime::Error> {
     init_json_logging();
     let cfg = crate::config::ResetConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = crate::aws::load().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), cfg.table.clone());
     let (store, cfg) = (&store, &cfg);
     lambda_runtime::run(service_fn(

@@ -18,12 +18,14 @@
 //! - [`replay`]: replaying failed batches from the stream through the handler.
 //! - [`reconcile`]: finding and repairing drift, and migrating legacy items.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`aws`]: the one AWS SDK configuration (aws-config's chain, one HTTPS client).
 //! - [`config`]: typed configuration from the environment, validated at start.
 //! - [`lambda`]: the Lambdas' runtime glue (`sync-lambda`, `reset-lambda`).
 //! - [`cli`]: the `tiersync` operator CLI.
 //!
 //! Binaries in `src/bin/` are thin entry points into [`lambda`] and [`cli`].
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod decide;

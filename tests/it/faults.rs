@@ -225,7 +225,7 @@ async fn attempts_that_time_out_are_retried_by_the_sdk_then_reported() {
     // A DynamoDB stand-in that answers after 300 ms, and a client whose attempts time out
     // after 50 ms: every attempt times out.
     let endpoint = common::dynamodb_stub(std::time::Duration::from_millis(300)).await;
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let conf = tiersync::aws::loader()
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

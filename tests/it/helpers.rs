@@ -281,7 +281,7 @@ impl TestApp {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             chrono::Utc::now().timestamp_micros()
         );
-        let sdk = aws_config::load_from_env().await;
+        let sdk = tiersync::aws::load().await;
         let recorder = Recorder::default();
         let faults = StreamFaults::default();
         let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
