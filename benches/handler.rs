@@ -20,6 +20,11 @@ fn bench(c: &mut Criterion) {
                 black_box(plan("tiersync", &raw.records))
             })
         });
+        // The floor: serde_json reading the same text into nothing. The gap to `plan` is
+        // everything tiersync adds.
+        group.bench_function(format!("{n}_records_json_floor"), |b| {
+            b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(&event)).unwrap())
+        });
     }
     group.finish();
 }

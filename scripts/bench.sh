@@ -2,6 +2,7 @@
 # Every performance figure of BENCHMARKS.md, re-runnable:
 #  1. handler CPU per record (criterion) and the Powertools (Python) baseline on the same events;
 #  2. batch latency vs concurrency, cold start and peak RSS (local stand-ins, no AWS);
+#  3. the release Lambda binaries' sizes.
 # The reset-vs-Scan figures come from scripts/bench-reset.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,10 @@ for n in 1000 10000; do
 done
 echo
 cargo bench --locked --bench latency -- "$@"
-# Sizes need the release profile (LTO, strip); `cargo bench` writes its own, larger build to
-# target/release, so build release last:
-#   cargo build --release --bin sync-lambda --bin reset-lambda && ls -l target/release/*-lambda
+echo
+# The bench profile inherits release (opt-level 2, fat LTO, strip), so these are the shipped sizes.
+cargo build --release --locked --bin sync-lambda --bin reset-lambda 2>&1 | tail -1
+for b in sync-lambda reset-lambda; do
+  bytes=$(stat -c %s "target/release/$b")
+  echo "$b: $bytes bytes = $(python3 -c "print(round($bytes/1048576, 2))") MiB (anchor <= 8 MiB)"
+done
