@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{n}_records"), |b| {
             b.iter(|| {
                 let raw: StreamEvent = serde_json::from_str(black_box(&event)).unwrap();
-                black_box(plan("tiersync", &raw.records))
+                black_box(plan("tiersync", &raw))
             })
         });
         // The floor: serde_json reading the same text into nothing. The gap to `plan` is

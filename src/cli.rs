@@ -431,7 +431,7 @@ fn read_event(path: &PathBuf) -> Result<StreamEvent> {
 
 fn sync_dry_run(event: &PathBuf, table: &str) -> Result<()> {
     let raw = read_event(event)?;
-    let plan = handler::plan(table, &raw.records);
+    let plan = handler::plan(table, &raw);
     for w in &plan.writes {
         print_json(w)?;
     }

@@ -22,10 +22,74 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 /// A Lambda DynamoDB event, decoded in one pass with every record on its own: each becomes a
 /// decision or poison ([`decide::DecodedRecord`]), so one malformed record cannot fail the
 /// batch (deserialising `aws_lambda_events::dynamodb::Event` whole would fail them all).
-#[derive(Debug, Deserialize)]
+///
+/// Records that need no write (usage increments, resets, PROFILE writes: most of a real stream)
+/// are only counted while decoding; keeping them would cost memory and time for nothing
+/// (BENCHMARKS.md, "Handler CPU").
+#[derive(Debug, Default)]
 pub struct StreamEvent {
-    #[serde(rename = "Records")]
+    /// Records in the event.
+    pub len: u64,
+    /// Records that need no write ([`Decision::Skip`]).
+    pub skipped: u64,
+    /// Every other record, in event order: tier changes, unversioned changes and poison.
     pub records: Vec<DecodedRecord>,
+}
+
+impl<'de> Deserialize<'de> for StreamEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::fmt;
+
+        struct Records<'a>(&'a mut StreamEvent);
+        impl<'de> de::DeserializeSeed<'de> for Records<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Records<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of stream records")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while let Some(record) = seq.next_element::<DecodedRecord>()? {
+                    self.0.len += 1;
+                    match record {
+                        DecodedRecord(Ok(Decision::Skip(_))) => self.0.skipped += 1,
+                        other => self.0.records.push(other),
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        struct Event;
+        impl<'de> Visitor<'de> for Event {
+            type Value = StreamEvent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Lambda DynamoDB event ({\"Records\": [...]})")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<StreamEvent, M::Error> {
+                let mut event = StreamEvent::default();
+                let mut seen = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "Records" && !seen {
+                        seen = true;
+                        map.next_value_seed(Records(&mut event))?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if !seen {
+                    return Err(de::Error::missing_field("Records"));
+                }
+                Ok(event)
+            }
+        }
+        d.deserialize_map(Event)
+    }
 }
 
 /// What a batch did, for logs, EMF metrics and CLI summaries.
@@ -94,13 +158,14 @@ pub struct Plan {
 
 /// Decodes and decides every record, logging poison and unversioned changes with their key and
 /// sequence number, and coalesces the changes. Pure apart from logging.
-pub fn plan(table: &str, records: &[DecodedRecord]) -> Plan {
+pub fn plan(table: &str, event: &StreamEvent) -> Plan {
     let mut counts = Counts {
-        records: records.len() as u64,
+        records: event.len,
+        skipped: event.skipped,
         ..Counts::default()
     };
     let mut changes = Vec::new();
-    for DecodedRecord(decided) in records {
+    for DecodedRecord(decided) in &event.records {
         match decided {
             Ok(Decision::Change(c)) => {
                 counts.relevant += 1;
@@ -198,9 +263,9 @@ impl<S: ProfileStore> SyncHandler<S> {
     }
 
     /// Handles one event. `now` stamps `tier_synced_at`.
-    #[tracing::instrument(skip_all, fields(table = self.store.table(), records = event.records.len()))]
+    #[tracing::instrument(skip_all, fields(table = self.store.table(), records = event.len))]
     pub async fn handle(&self, event: &StreamEvent, now: DateTime<Utc>) -> BatchOutcome {
-        let Plan { writes, mut counts } = plan(self.store.table(), &event.records);
+        let Plan { writes, mut counts } = plan(self.store.table(), event);
         counts.writes = writes.len() as u64;
         let synced_at = format_time(now);
         let results: Vec<_> = stream::iter(writes)
@@ -247,5 +312,61 @@ impl<S: ProfileStore> SyncHandler<S> {
             response: batch_response(failed),
             counts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits_record(
+        seq: &str,
+        old_version: u64,
+        new_version: u64,
+        used: u64,
+    ) -> serde_json::Value {
+        let image = |v: u64| {
+            json!({"PK": {"S": "USER#u1"}, "SK": {"S": "USAGE#LIMITS"}, "tier": {"S": if v % 2 == 0 { "premium" } else { "free" }},
+                   "tier_version": {"N": v.to_string()}, "daily_used": {"N": used.to_string()}})
+        };
+        json!({"eventName": "MODIFY", "dynamodb": {
+            "Keys": {"PK": {"S": "USER#u1"}, "SK": {"S": "USAGE#LIMITS"}},
+            "OldImage": image(old_version), "NewImage": image(new_version), "SequenceNumber": seq}})
+    }
+
+    #[test]
+    fn an_event_keeps_only_the_records_that_matter_and_counts_the_rest() {
+        let event = json!({"Records": [
+            limits_record("1", 1, 1, 5),          // usage increment: skipped
+            limits_record("2", 1, 2, 5),          // tier change
+            {"eventName": "MODIFY"},              // poison (no dynamodb)
+            limits_record("3", 2, 2, 6),          // usage increment: skipped
+        ], "extra": {"ignored": true}});
+        let e: StreamEvent = serde_json::from_str(&event.to_string()).unwrap();
+        assert_eq!((e.len, e.skipped, e.records.len()), (4, 2, 2));
+        assert!(matches!(&e.records[0].0, Ok(Decision::Change(c)) if c.version == 2));
+        assert!(e.records[1].0.is_err());
+        let p = plan("t", &e);
+        assert_eq!(
+            (
+                p.counts.records,
+                p.counts.skipped,
+                p.counts.relevant,
+                p.counts.poison
+            ),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(p.writes.len(), 1);
+    }
+
+    #[test]
+    fn an_event_without_records_is_an_error_not_an_empty_batch() {
+        let err = serde_json::from_str::<StreamEvent>(r#"{"records": []}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `Records`"), "{err}");
+        assert!(serde_json::from_str::<StreamEvent>(r#"{"Records": {}}"#).is_err());
+        assert!(serde_json::from_str::<StreamEvent>("[]").is_err());
+        let empty: StreamEvent = serde_json::from_str(r#"{"Records": []}"#).unwrap();
+        assert_eq!((empty.len, empty.skipped, empty.records.len()), (0, 0, 0));
     }
 }

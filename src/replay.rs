@@ -427,7 +427,7 @@ impl Replayer<'_> {
         if self.opts.dry_run {
             let event: StreamEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
                 .expect("a built event is valid JSON");
-            let plan = handler::plan(self.store.table(), &event.records);
+            let plan = handler::plan(self.store.table(), &event);
             for w in &plan.writes {
                 println!("{}", serde_json::to_string(w).expect("serialisable"));
             }
