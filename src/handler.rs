@@ -15,8 +15,8 @@ use crate::schema::format_time;
 use crate::store::{ProfileStore, ProfileWrite};
 
 /// Default bound on concurrent PROFILE writes per batch: chosen by measurement (BENCHMARKS.md:
-/// 1,000 users at 10 ms a call take 429 ms at 32, 208 ms at 64, 145 ms at 128). 64 meets the
-/// 250 ms target without a burst of 128 connections per invocation.
+/// 1,000 users at 10 ms a call take about 425 ms at 32, 210–230 ms at 64, 117 ms at 128). 64
+/// meets the 250 ms target without a burst of 128 connections per invocation.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// A Lambda DynamoDB event, decoded in one pass with every record on its own: each becomes a
@@ -327,7 +327,7 @@ mod tests {
         used: u64,
     ) -> serde_json::Value {
         let image = |v: u64| {
-            json!({"PK": {"S": "USER#u1"}, "SK": {"S": "USAGE#LIMITS"}, "tier": {"S": if v % 2 == 0 { "premium" } else { "free" }},
+            json!({"PK": {"S": "USER#u1"}, "SK": {"S": "USAGE#LIMITS"}, "tier": {"S": if v.is_multiple_of(2) { "premium" } else { "free" }},
                    "tier_version": {"N": v.to_string()}, "daily_used": {"N": used.to_string()}})
         };
         json!({"eventName": "MODIFY", "dynamodb": {
