@@ -20,6 +20,25 @@ fn bench(c: &mut Criterion) {
                 black_box(plan("tiersync", &raw))
             })
         });
+        // What `lambda_runtime` does with an invocation body: serde_json wrapped in
+        // serde_path_to_error, which copies every map key into a String to report paths.
+        group.bench_function(format!("{n}_records_via_path_to_error"), |b| {
+            b.iter(|| {
+                let d = &mut serde_json::Deserializer::from_str(black_box(&event));
+                let raw: StreamEvent = serde_path_to_error::deserialize(d).unwrap();
+                black_box(plan("tiersync", &raw))
+            })
+        });
+        // The same, with the payload taken as raw JSON and decoded by serde_json directly.
+        group.bench_function(format!("{n}_records_via_raw_value"), |b| {
+            b.iter(|| {
+                let d = &mut serde_json::Deserializer::from_str(black_box(&event));
+                let body: Box<serde_json::value::RawValue> =
+                    serde_path_to_error::deserialize(d).unwrap();
+                let raw: StreamEvent = serde_json::from_str(body.get()).unwrap();
+                black_box(plan("tiersync", &raw))
+            })
+        });
         // The floor: serde_json reading the same text into nothing. The gap to `plan` is
         // everything tiersync adds.
         group.bench_function(format!("{n}_records_json_floor"), |b| {

@@ -53,9 +53,14 @@ pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
     );
     let (handler, cfg) = (&handler, &cfg);
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<StreamEvent>| async move {
+        // The payload is taken as raw JSON and decoded here, not by lambda_runtime: it decodes
+        // through serde_path_to_error, which copies every object key of every record into a
+        // String. Measured (`benches/handler.rs`, `*_via_*`): 3.0–4.3 µs a record that way,
+        // 2.6–2.7 µs this way, 1.6–2.1 µs for the decode alone.
+        move |event: LambdaEvent<Box<serde_json::value::RawValue>>| async move {
             let started = Utc::now();
-            let outcome = handler.handle(&event.payload, started).await;
+            let payload: StreamEvent = serde_json::from_str(event.payload.get())?;
+            let outcome = handler.handle(&payload, started).await;
             // EMF goes to stdout as its own line, outside the tracing JSON, so CloudWatch parses it.
             println!(
                 "{}",

@@ -150,6 +150,27 @@ async fn the_sync_lambda_binary_answers_the_runtime_api_with_the_batch_response_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_is_not_a_stream_event_is_a_function_error_that_names_the_problem() {
+    // The function decodes the payload itself (not lambda_runtime): a payload without
+    // `Records` must still fail the invocation, so the event source mapping retries it and the
+    // Errors alarm sees it, instead of counting as an empty batch.
+    let app = TestApp::spawn().await;
+    let (posted, stdout) = invoke_once(
+        env!("CARGO_BIN_EXE_sync-lambda"),
+        &app.table,
+        json!({"detail": {"Records": []}}).to_string(),
+    )
+    .await;
+    match posted {
+        Posted::Error(e) => {
+            assert!(e.contains("/runtime/invocation/req-1/error"), "{e}");
+            assert!(e.contains("missing field `Records`"), "{e}");
+        }
+        Posted::Response(v) => panic!("expected an error, got {v}\nstdout: {stdout}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reset_lambda_takes_now_from_the_scheduler_event_and_returns_its_summary() {
     let app = TestApp::spawn().await;
     let created = chrono::DateTime::parse_from_rfc3339("2026-12-02T08:00:00Z")
