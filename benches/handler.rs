@@ -1,5 +1,7 @@
 //! Handler CPU: decode and decide per record (the whole `plan`: split the event, decode every
-//! record, decide, coalesce) on realistic 1,000- and 10,000-record events. No I/O.
+//! record, decide, coalesce) on realistic 1,000- and 10,000-record events. No I/O. The event is
+//! decoded from bytes, as `sync-lambda` does (`lambda::DecodeFirst`); the `via_*` variants are
+//! the two other ways a Lambda could decode it, for comparison.
 //! Run: `scripts/bench.sh` (also writes the events for the Powertools baseline).
 
 mod common;
@@ -16,7 +18,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("{n}_records"), |b| {
             b.iter(|| {
-                let raw: StreamEvent = serde_json::from_str(black_box(&event)).unwrap();
+                let raw: StreamEvent = serde_json::from_slice(black_box(event.as_bytes())).unwrap();
                 black_box(plan("tiersync", &raw))
             })
         });
@@ -24,7 +26,7 @@ fn bench(c: &mut Criterion) {
         // serde_path_to_error, which copies every map key into a String to report paths.
         group.bench_function(format!("{n}_records_via_path_to_error"), |b| {
             b.iter(|| {
-                let d = &mut serde_json::Deserializer::from_str(black_box(&event));
+                let d = &mut serde_json::Deserializer::from_slice(black_box(event.as_bytes()));
                 let raw: StreamEvent = serde_path_to_error::deserialize(d).unwrap();
                 black_box(plan("tiersync", &raw))
             })
@@ -32,7 +34,7 @@ fn bench(c: &mut Criterion) {
         // The same, with the payload taken as raw JSON and decoded by serde_json directly.
         group.bench_function(format!("{n}_records_via_raw_value"), |b| {
             b.iter(|| {
-                let d = &mut serde_json::Deserializer::from_str(black_box(&event));
+                let d = &mut serde_json::Deserializer::from_slice(black_box(event.as_bytes()));
                 let body: Box<serde_json::value::RawValue> =
                     serde_path_to_error::deserialize(d).unwrap();
                 let raw: StreamEvent = serde_json::from_str(body.get()).unwrap();
@@ -42,7 +44,10 @@ fn bench(c: &mut Criterion) {
         // The floor: serde_json reading the same text into nothing. The gap to `plan` is
         // everything tiersync adds.
         group.bench_function(format!("{n}_records_json_floor"), |b| {
-            b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(&event)).unwrap())
+            b.iter(|| {
+                serde_json::from_slice::<serde::de::IgnoredAny>(black_box(event.as_bytes()))
+                    .unwrap()
+            })
         });
     }
     group.finish();
