@@ -1,6 +1,6 @@
 //! Handler CPU: decode and decide per record (the whole `plan`: split the event, decode every
 //! record, decide, coalesce) on realistic 1,000- and 10,000-record events. No I/O. The event is
-//! decoded from bytes, as `sync-lambda` does (`lambda::DecodeFirst`); the `via_*` variants are
+//! decoded from bytes, as `sync-lambda` does (`StreamEvent::from_bytes` in `lambda::DecodeFirst`); the `via_*` variants are
 //! the two other ways a Lambda could decode it, for comparison.
 //! Run: `scripts/bench.sh` (also writes the events for the Powertools baseline).
 
@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("{n}_records"), |b| {
             b.iter(|| {
-                let raw: StreamEvent = serde_json::from_slice(black_box(event.as_bytes())).unwrap();
+                let raw = StreamEvent::from_bytes(black_box(event.as_bytes())).unwrap();
                 black_box(plan("tiersync", &raw))
             })
         });

@@ -36,6 +36,18 @@ pub struct StreamEvent {
     pub records: Vec<DecodedRecord>,
 }
 
+impl StreamEvent {
+    /// Decodes an event from its bytes (a Lambda invocation body). UTF-8 is checked once over the
+    /// whole body, then the text is decoded: serde_json's byte reader would instead validate each
+    /// string it reads on its own, which measured 0.6–0.8 µs a record more (`benches/handler.rs`).
+    pub fn from_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let text = std::str::from_utf8(body).map_err(|e| {
+            <serde_json::Error as serde::de::Error>::custom(format!("event is not UTF-8: {e}"))
+        })?;
+        serde_json::from_str(text)
+    }
+}
+
 impl<'de> Deserialize<'de> for StreamEvent {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -358,6 +370,17 @@ mod tests {
             (4, 2, 1, 1)
         );
         assert_eq!(p.writes.len(), 1);
+    }
+
+    #[test]
+    fn an_event_from_bytes_is_the_same_as_from_text_and_rejects_bad_utf8() {
+        let text = json!({"Records": [limits_record("2", 1, 2, 5)]}).to_string();
+        let e = StreamEvent::from_bytes(text.as_bytes()).unwrap();
+        assert_eq!((e.len, e.skipped, e.records.len()), (1, 0, 1));
+        let mut bad = text.into_bytes();
+        bad.insert(1, 0xff);
+        let err = StreamEvent::from_bytes(&bad).unwrap_err();
+        assert!(err.to_string().starts_with("event is not UTF-8"), "{err}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ where
     }
 
     fn call(&mut self, mut invocation: lambda_runtime::LambdaInvocation) -> Self::Future {
-        let decoded = serde_json::from_slice::<StreamEvent>(&invocation.body);
+        let decoded = StreamEvent::from_bytes(&invocation.body);
         invocation.body = "null".into();
         let inner = self.0.call(invocation);
         EVENT.scope(std::cell::RefCell::new(Some(decoded)), inner)
