@@ -2,7 +2,7 @@
 //! - a batch of 1,000 distinct users' tier changes, written through the real SDK client to a
 //!   DynamoDB stub that adds 10 ms to every call, at concurrency 1, 8, 32, 64 and 128;
 //! - `sync-lambda`'s cold start: process start to its first Runtime API `next` request;
-//! - `sync-lambda`'s peak RSS (VmHWM) after handling a 10,000-record event.
+//! - `sync-lambda`'s peak RSS (`/usr/bin/time -v`) over handling a 10,000-record event.
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench --bench latency -- [--lambda PATH]`).
 
@@ -32,7 +32,7 @@ async fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 async fn batch_latency() -> Vec<(usize, f64)> {
     let endpoint = common::dynamodb_stub(Duration::from_millis(10)).await;
     let client = client(&endpoint).await;
-    let event: StreamEvent = serde_json::from_str(&common::distinct_changes(1_000)).unwrap();
+    let event: StreamEvent = common::distinct_changes(1_000).parse().unwrap();
     let mut curve = Vec::new();
     for concurrency in [1usize, 8, 32, 64, 128] {
         let handler = SyncHandler::new(DynamoStore::new(client.clone(), "tiersync"), concurrency);
@@ -76,7 +76,9 @@ async fn runtime_api(
                     let reply = if path.ends_with("/next") {
                         let _ = seen_next.send(Instant::now());
                         if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                            std::future::pending::<()>().await;
+                            // The second `next`: close the connection, so the runtime's loop
+                            // ends with an error and the process exits, and `time` reports.
+                            return;
                         }
                         let deadline = chrono::Utc::now().timestamp_millis() + 300_000;
                         format!("HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: r1\r\nlambda-runtime-deadline-ms: {deadline}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:sync\r\nlambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\ncontent-length: {}\r\n\r\n{event}", event.len())
@@ -94,16 +96,24 @@ async fn runtime_api(
     addr
 }
 
-/// Cold start (ms to the first `next`) and peak RSS (KiB) of one `sync-lambda` process that
-/// handles a 10,000-record event.
+/// GNU time, which reports a finished process's peak RSS (`ru_maxrss`, the kernel's own count).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Cold start (ms to the first `next`) and peak RSS (KiB, from `/usr/bin/time -v`) of one
+/// `sync-lambda` process that handles a 10,000-record event and then exits.
 async fn lambda_process(binary: &str) -> (f64, u64, String) {
     let endpoint = common::dynamodb_stub(Duration::ZERO).await;
     let event = common::event(10_000, 2_500, 7);
     let (next_tx, mut next_rx) = mpsc::unbounded_channel();
     let (post_tx, mut post_rx) = mpsc::unbounded_channel();
     let api = runtime_api(event, next_tx, post_tx).await;
+    let report = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
+    let mut child = tokio::process::Command::new(GNU_TIME)
+        .arg("-v")
+        .arg("-o")
+        .arg(report.path())
+        .arg(binary)
         .env("AWS_LAMBDA_RUNTIME_API", api)
         .env("AWS_LAMBDA_FUNCTION_NAME", "sync")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -120,23 +130,27 @@ async fn lambda_process(binary: &str) -> (f64, u64, String) {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn sync-lambda");
+        .unwrap_or_else(|e| panic!("spawn {GNU_TIME} (Debian package `time`): {e}"));
     let first_next = next_rx.recv().await.unwrap();
     let cold_ms = (first_next - started).as_secs_f64() * 1000.0;
     let response = tokio::time::timeout(Duration::from_secs(120), post_rx.recv())
         .await
         .unwrap()
         .unwrap();
-    let pid = child.id().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("sync-lambda exits once the Runtime API closes")
         .unwrap();
-    child.kill().await.unwrap();
-    (cold_ms, hwm, response)
+    let report = std::fs::read_to_string(report.path()).unwrap();
+    let max_rss_kib = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in the report of {GNU_TIME} -v:\n{report}"));
+    (cold_ms, max_rss_kib, response)
 }
 
 #[tokio::main]
@@ -162,10 +176,10 @@ async fn main() {
     let mut colds = Vec::new();
     let mut rss = 0;
     for _ in 0..5 {
-        let (cold, hwm, response) = lambda_process(&lambda).await;
+        let (cold, max_rss, response) = lambda_process(&lambda).await;
         assert_eq!(response, r#"{"batchItemFailures":[]}"#);
         colds.push(cold);
-        rss = rss.max(hwm);
+        rss = rss.max(max_rss);
     }
     colds.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!();
@@ -175,7 +189,7 @@ async fn main() {
         colds[2], colds[0], colds[4]
     );
     println!(
-        "peak RSS handling a 10,000-record event: {:.1} MiB",
+        "peak RSS handling a 10,000-record event (`/usr/bin/time -v`, max of 5 runs): {:.1} MiB",
         rss as f64 / 1024.0
     );
     let json = serde_json::json!({

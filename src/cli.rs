@@ -421,7 +421,7 @@ fn spinner(template: &str) -> indicatif::ProgressBar {
 fn read_event(path: &PathBuf) -> Result<StreamEvent> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
+    text.parse().with_context(|| {
         format!(
             "{} is not a Lambda DynamoDB event ({{\"Records\": [...]}})",
             path.display()

@@ -7,9 +7,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-
+use crate::scan::{Kind, Scanner, SyntaxError};
 use crate::schema::{Tier, UserId, PK, SK, SK_LIMITS, TIER, TIER_VERSION};
 
 /// A stream sequence number. Decimal digits of any length that grow within a shard: ordered as big
@@ -135,8 +133,8 @@ pub struct Poison {
 
 /// A DynamoDB-JSON attribute value, as far as tiersync looks at it: strings and numbers keep
 /// their text; anything else keeps only a description, which is all a log line needs.
-/// Strings borrow from the event text when it has no escapes (serde_json hands those out without
-/// copying), so a record that needs no write allocates nothing.
+/// Strings borrow from the event text when it has no escapes, so a record that needs no write
+/// allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Attr<'a> {
     S(Cow<'a, str>),
@@ -154,121 +152,10 @@ impl fmt::Display for Attr<'_> {
     }
 }
 
-/// The JSON type of a value that is not the expected one, for messages.
-struct Shape(&'static str);
-
-/// Deserialisers here never fail on content: a value of the wrong shape becomes a marker that
-/// the decision turns into poison. Only broken JSON syntax fails, and that fails the whole event
-/// before any record is looked at. This is what lets one pass over the event decode every record
-/// on its own (no second scan, no copy per record).
-macro_rules! lenient_scalars {
-    ($value:ty, $wrap:expr) => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
-            Ok($wrap(Shape("a boolean")))
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
-            Ok($wrap(Shape("a number")))
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
-            Ok($wrap(Shape("a number")))
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
-            Ok($wrap(Shape("a number")))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok($wrap(Shape("an array")))
-        }
-    };
-}
-
-/// A map key, matched against the names decisions read without allocating (serde's `String` and
-/// `Cow<str>` keys would allocate one string per attribute of every image).
-#[derive(PartialEq, Eq)]
-enum Key {
-    Pk,
-    Sk,
-    Tier,
-    TierVersion,
-    EventName,
-    Dynamodb,
-    Keys,
-    NewImage,
-    OldImage,
-    SequenceNumber,
-    S,
-    N,
-    /// Any other key; its name only where a message needs it (a malformed attribute's type).
-    Other(Option<String>),
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    PK => Key::Pk,
-                    SK => Key::Sk,
-                    TIER => Key::Tier,
-                    TIER_VERSION => Key::TierVersion,
-                    "eventName" => Key::EventName,
-                    "dynamodb" => Key::Dynamodb,
-                    "Keys" => Key::Keys,
-                    "NewImage" => Key::NewImage,
-                    "OldImage" => Key::OldImage,
-                    "SequenceNumber" => Key::SequenceNumber,
-                    "S" => Key::S,
-                    "N" => Key::N,
-                    // Short names are attribute type tags (BOOL, NULL, SS, …): keep them for the
-                    // message; long ones are other fields, never shown.
-                    other if other.len() <= 4 => Key::Other(Some(other.to_owned())),
-                    _ => Key::Other(None),
-                })
-            }
-        }
-        d.deserialize_identifier(V)
-    }
-}
-
-/// A string, or a note of what came instead.
+/// A string, or what kind of value came instead.
 enum Text<'a> {
     Str(Cow<'a, str>),
-    Wrong(Shape),
-}
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text::Str(Cow::Owned(v)))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Text<'de>, E> {
-                Ok(Text::Wrong(Shape("null")))
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Text<'de>, M::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text::Wrong(Shape("an object")))
-            }
-            lenient_scalars!(Text<'de>, Text::Wrong);
-        }
-        d.deserialize_any(V)
-    }
+    Wrong(&'static str),
 }
 
 impl<'a> Text<'a> {
@@ -280,58 +167,8 @@ impl<'a> Text<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for Attr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Attr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a DynamoDB attribute value like {\"S\": \"...\"}")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Attr<'de>, M::Error> {
-                // One key in a well-formed value; in a malformed one, S or N wins over the rest.
-                let mut value: Option<Attr<'de>> = None;
-                while let Some(tag) = map.next_key::<Key>()? {
-                    let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
-                    match tag {
-                        Key::S | Key::N if !typed => {
-                            let name = if tag == Key::S { "S" } else { "N" };
-                            value = Some(match map.next_value::<Text>()? {
-                                Text::Str(s) if tag == Key::S => Attr::S(s),
-                                Text::Str(s) => Attr::N(s),
-                                Text::Wrong(Shape(shape)) => {
-                                    Attr::Other(format!("{{\"{name}\": {shape}}}"))
-                                }
-                            })
-                        }
-                        other => {
-                            map.next_value::<IgnoredAny>()?;
-                            let name = match other {
-                                Key::Other(Some(n)) => n,
-                                _ => "another type".to_owned(),
-                            };
-                            value.get_or_insert_with(|| {
-                                Attr::Other(format!("a value of type {name}"))
-                            });
-                        }
-                    }
-                }
-                Ok(value.unwrap_or_else(|| Attr::Other("an empty attribute value".into())))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Attr<'de>, E> {
-                Ok(Attr::Other("a bare string".into()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Attr<'de>, E> {
-                Ok(Attr::Other("null".into()))
-            }
-            lenient_scalars!(Attr<'de>, |s: Shape| Attr::Other(s.0.into()));
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// The attributes of an image (or of `Keys`) that decisions read; every other attribute is
-/// skipped without allocating. `null` or a missing image is an empty one.
+/// skipped. `null` or a missing image is an empty one.
 #[derive(Debug, Default)]
 struct Image<'a> {
     pk: Option<Attr<'a>>,
@@ -340,53 +177,6 @@ struct Image<'a> {
     tier_version: Option<Attr<'a>>,
     /// Not a map: what it was instead.
     wrong: Option<&'static str>,
-}
-
-impl<'de> Image<'de> {
-    /// Reads an image; `keys` says whether PK and SK matter (only in `Keys`: the images repeat
-    /// them, and skipping those saves four allocations a record).
-    fn read<D: Deserializer<'de>>(d: D, keys: bool) -> Result<Self, D::Error> {
-        struct V {
-            keys: bool,
-        }
-        impl<'de> Visitor<'de> for V {
-            type Value = Image<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a DynamoDB item (map of attribute values) or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Image<'de>, E> {
-                Ok(Image::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Image<'de>, E> {
-                Ok(Image {
-                    wrong: Some("a string"),
-                    ..Image::default()
-                })
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Image<'de>, M::Error> {
-                let mut image = Image::default();
-                while let Some(name) = map.next_key::<Key>()? {
-                    let slot = match name {
-                        Key::Pk if self.keys => &mut image.pk,
-                        Key::Sk if self.keys => &mut image.sk,
-                        Key::Tier => &mut image.tier,
-                        Key::TierVersion => &mut image.tier_version,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = Some(map.next_value()?);
-                }
-                Ok(image)
-            }
-            lenient_scalars!(Image<'de>, |s: Shape| Image {
-                wrong: Some(s.0),
-                ..Image::default()
-            });
-        }
-        d.deserialize_any(V { keys })
-    }
 }
 
 /// The parts of a Lambda DynamoDB stream record that decisions read.
@@ -401,161 +191,172 @@ struct Record<'a> {
     wrong: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Record<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a DynamoDB stream record")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Record<'de>, M::Error> {
-                let mut r = Record::default();
-                let mut has_change = false;
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::EventName => r.event_name = Some(map.next_value()?),
-                        Key::Dynamodb => {
-                            has_change = true;
-                            map.next_value_seed(ChangeSeed(&mut r))?;
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                if !has_change {
-                    r.wrong.get_or_insert_with(|| "no dynamodb".into());
-                }
-                Ok(r)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Record<'de>, E> {
-                Ok(Record {
-                    wrong: Some("the record is a string".into()),
-                    ..Record::default()
-                })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Record<'de>, E> {
-                Ok(Record {
-                    wrong: Some("the record is null".into()),
-                    ..Record::default()
-                })
-            }
-            lenient_scalars!(Record<'de>, |s: Shape| Record {
-                wrong: Some(format!("the record is {}", s.0)),
-                ..Record::default()
-            });
+/// Readers of the record's parts over [`Scanner`]. They never fail on content: a value of the
+/// wrong type becomes a marker that [`decide`] turns into poison. Only broken JSON syntax fails,
+/// and that fails the whole event before any record is decided (Lambda never sends that). This
+/// is what lets one pass over the event decode every record on its own.
+mod read {
+    use super::*;
+
+    /// A string, or what came instead (skipped).
+    pub(super) fn text<'a>(s: &mut Scanner<'a>) -> Result<Text<'a>, SyntaxError> {
+        match s.kind()? {
+            Kind::String => Ok(Text::Str(s.string()?)),
+            other => s.skip().map(|()| Text::Wrong(other.described())),
         }
-        d.deserialize_any(V)
     }
-}
 
-/// Reads an [`Image`]; `true` for `Keys`.
-struct ImageSeed(bool);
-
-impl<'de> de::DeserializeSeed<'de> for ImageSeed {
-    type Value = Image<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Image<'de>, D::Error> {
-        Image::read(d, self.0)
-    }
-}
-
-/// Fills a [`Record`] from its `dynamodb` part.
-struct ChangeSeed<'r, 'de>(&'r mut Record<'de>);
-
-impl<'de> de::DeserializeSeed<'de> for ChangeSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        struct V<'r, 'de>(&'r mut Record<'de>);
-        impl<'de> Visitor<'de> for V<'_, 'de> {
-            type Value = ();
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("the dynamodb part of a stream record")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-                let r = self.0;
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Keys => r.keys = map.next_value_seed(ImageSeed(true))?,
-                        Key::NewImage => r.new_image = map.next_value_seed(ImageSeed(false))?,
-                        Key::OldImage => r.old_image = map.next_value_seed(ImageSeed(false))?,
-                        Key::SequenceNumber => r.sequence_number = map.next_value::<Text>()?.ok(),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+    /// A DynamoDB-JSON attribute value like `{"S": "..."}`. One key in a well-formed value; in a
+    /// malformed one, the first S or N wins over the rest.
+    fn attr<'a>(s: &mut Scanner<'a>) -> Result<Attr<'a>, SyntaxError> {
+        let kind = s.kind()?;
+        if kind != Kind::Object {
+            s.skip()?;
+            return Ok(Attr::Other(match kind {
+                Kind::String => "a bare string".into(),
+                other => other.described().into(),
+            }));
+        }
+        let mut value: Option<Attr<'a>> = None;
+        let mut members = s.object()?;
+        while let Some(tag) = members.next(s)? {
+            let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
+            match &*tag {
+                "S" | "N" if !typed => {
+                    value = Some(match (text(s)?, &*tag) {
+                        (Text::Str(v), "S") => Attr::S(v),
+                        (Text::Str(v), _) => Attr::N(v),
+                        (Text::Wrong(shape), tag) => Attr::Other(format!("{{\"{tag}\": {shape}}}")),
+                    });
                 }
-                for (name, image) in [
-                    ("Keys", &r.keys),
-                    ("NewImage", &r.new_image),
-                    ("OldImage", &r.old_image),
-                ] {
-                    if let Some(shape) = image.wrong {
-                        r.wrong
-                            .get_or_insert_with(|| format!("{name} is {shape}, not an item"));
-                    }
+                _ => {
+                    s.skip()?;
+                    // Short names are type tags (BOOL, NULL, SS, …): name them in the message.
+                    let name = if tag.len() <= 4 {
+                        &*tag
+                    } else {
+                        "another type"
+                    };
+                    value.get_or_insert_with(|| Attr::Other(format!("a value of type {name}")));
                 }
-                Ok(())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is a string".into());
-                Ok(())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is null".into());
-                Ok(())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is a boolean".into());
-                Ok(())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is a number".into());
-                Ok(())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is a number".into());
-                Ok(())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-                self.0.wrong = Some("dynamodb is a number".into());
-                Ok(())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                self.0.wrong = Some("dynamodb is an array".into());
-                Ok(())
             }
         }
-        d.deserialize_any(V(self.0))
+        Ok(value.unwrap_or_else(|| Attr::Other("an empty attribute value".into())))
+    }
+
+    /// An image; `keys` says whether PK and SK matter (only in `Keys`: the images repeat them).
+    pub(super) fn image<'a>(s: &mut Scanner<'a>, keys: bool) -> Result<Image<'a>, SyntaxError> {
+        let mut image = Image::default();
+        match s.kind()? {
+            Kind::Object => {}
+            Kind::Null => return s.skip().map(|()| image),
+            other => {
+                s.skip()?;
+                image.wrong = Some(other.described());
+                return Ok(image);
+            }
+        }
+        let mut members = s.object()?;
+        while let Some(name) = members.next(s)? {
+            let slot = match &*name {
+                PK if keys => &mut image.pk,
+                SK if keys => &mut image.sk,
+                TIER => &mut image.tier,
+                TIER_VERSION => &mut image.tier_version,
+                _ => {
+                    s.skip()?;
+                    continue;
+                }
+            };
+            *slot = Some(attr(s)?);
+        }
+        Ok(image)
+    }
+
+    /// The `dynamodb` part of a record, into `r`.
+    fn change<'a>(s: &mut Scanner<'a>, r: &mut Record<'a>) -> Result<(), SyntaxError> {
+        let kind = s.kind()?;
+        if kind != Kind::Object {
+            s.skip()?;
+            r.wrong = Some(format!("dynamodb is {}", kind.described()));
+            return Ok(());
+        }
+        let mut members = s.object()?;
+        while let Some(key) = members.next(s)? {
+            match &*key {
+                "Keys" => r.keys = image(s, true)?,
+                "NewImage" => r.new_image = image(s, false)?,
+                "OldImage" => r.old_image = image(s, false)?,
+                "SequenceNumber" => r.sequence_number = text(s)?.ok(),
+                _ => s.skip()?,
+            }
+        }
+        for (name, image) in [
+            ("Keys", &r.keys),
+            ("NewImage", &r.new_image),
+            ("OldImage", &r.old_image),
+        ] {
+            if let Some(shape) = image.wrong {
+                r.wrong
+                    .get_or_insert_with(|| format!("{name} is {shape}, not an item"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One element of `Records`.
+    pub(super) fn record<'a>(s: &mut Scanner<'a>) -> Result<Record<'a>, SyntaxError> {
+        let mut r = Record::default();
+        let kind = s.kind()?;
+        if kind != Kind::Object {
+            s.skip()?;
+            r.wrong = Some(format!("the record is {}", kind.described()));
+            return Ok(r);
+        }
+        let mut has_change = false;
+        let mut members = s.object()?;
+        while let Some(key) = members.next(s)? {
+            match &*key {
+                "eventName" => r.event_name = Some(text(s)?),
+                "dynamodb" => {
+                    has_change = true;
+                    change(s, &mut r)?;
+                }
+                _ => s.skip()?,
+            }
+        }
+        if !has_change {
+            r.wrong.get_or_insert_with(|| "no dynamodb".into());
+        }
+        Ok(r)
     }
 }
 
 /// One record of an event, decoded and decided.
 pub type Decoded = Result<Decision, Poison>;
 
-/// A record that decodes itself into a decision or poison, never into a deserialisation error.
+/// A record decoded into a decision or poison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRecord(pub Decoded);
 
-impl<'de> Deserialize<'de> for DecodedRecord {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Record::deserialize(d).map(|r| DecodedRecord(decide(&r)))
-    }
+/// Decodes and decides the record at the scanner's position (one element of `Records`). Only
+/// broken JSON syntax is an error.
+pub fn decode_next(s: &mut Scanner<'_>) -> Result<Decoded, SyntaxError> {
+    read::record(s).map(|r| decide(&r))
 }
 
 /// Decodes one record of a Lambda DynamoDB event (one element of `Records`) and decides what it
-/// means. A whole event decodes in one pass through [`DecodedRecord`]; this is the same for a
-/// single record's text.
+/// means; text that is not one JSON value is poison too.
 pub fn decode(raw: &str) -> Decoded {
-    match serde_json::from_str::<DecodedRecord>(raw) {
-        Ok(DecodedRecord(decided)) => decided,
+    let mut s = Scanner::new(raw);
+    match decode_next(&mut s).and_then(|d| s.finish().map(|()| d)) {
+        Ok(decided) => decided,
         Err(e) => Err(salvage(raw, e)),
     }
 }
 
 /// Reads what identity it can from a record that is not even JSON.
-fn salvage(raw: &str, err: serde_json::Error) -> Poison {
+fn salvage(raw: &str, err: SyntaxError) -> Poison {
     let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
     let change = &value["dynamodb"];
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
@@ -597,7 +398,7 @@ fn decide(record: &Record<'_>) -> Decoded {
         Some(Text::Str(other)) => {
             return Err(poison(PoisonReason::UnknownEventName(other.to_string())))
         }
-        Some(Text::Wrong(Shape(shape))) => {
+        Some(Text::Wrong(shape)) => {
             return Err(poison(PoisonReason::UnknownEventName((*shape).to_owned())))
         }
         None => return Err(poison(PoisonReason::UnknownEventName(String::new()))),
@@ -994,6 +795,41 @@ mod tests {
         })
     }
 
+    /// Writes `v` as JSON with every string character escaped as `\uXXXX` (UTF-16, so characters
+    /// outside the BMP become surrogate pairs) and whitespace around every token.
+    fn spelled_out(v: &serde_json::Value, out: &mut String) {
+        use serde_json::Value;
+        use std::fmt::Write;
+        match v {
+            Value::String(s) => {
+                out.push_str(" \"");
+                for unit in s.encode_utf16() {
+                    write!(out, "\\u{unit:04X}").unwrap();
+                }
+                out.push_str("\"\n");
+            }
+            Value::Array(items) => {
+                out.push_str("[ ");
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { " ,\t" });
+                    spelled_out(item, out);
+                }
+                out.push_str(" ]");
+            }
+            Value::Object(members) => {
+                out.push_str("{\r\n");
+                for (i, (key, item)) in members.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { " , " });
+                    spelled_out(&Value::String(key.clone()), out);
+                    out.push_str(" : ");
+                    spelled_out(item, out);
+                }
+                out.push_str(" }");
+            }
+            scalar => write!(out, " {scalar} ").unwrap(),
+        }
+    }
+
     /// Every path into a real record where a fuzzer may put garbage.
     const PATHS: &[&str] = &[
         "/eventName",
@@ -1034,6 +870,49 @@ mod tests {
                     prop_assert_eq!(p.pk.as_deref(), Some(pk));
                 }
                 prop_assert!(!p.reason.to_string().is_empty());
+            }
+        }
+
+        /// The decision depends on the JSON value, not on how it is spelled: the same mangled
+        /// record with every string character written as a `\uXXXX` escape and whitespace
+        /// around every token decides exactly the same.
+        #[test]
+        fn a_record_decides_the_same_however_its_json_is_spelled(path in proptest::sample::select(PATHS), garbage in any_json()) {
+            let mut v: serde_json::Value = serde_json::from_str(&record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0))).unwrap();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            if let Some(obj) = v.pointer_mut(if parent.is_empty() { "" } else { parent }).and_then(|p| p.as_object_mut()) {
+                obj.insert(key.to_owned(), garbage);
+            }
+            let mut spelled = String::new();
+            spelled_out(&v, &mut spelled);
+            prop_assert_eq!(decode(&spelled), decode(&v.to_string()), "{}", spelled);
+        }
+
+        /// One byte inserted, replaced or removed anywhere in an event: it is rejected exactly
+        /// when serde_json rejects it (or it lost its `Records` array), and when accepted it
+        /// decides exactly as serde_json's reading of it, written out again, does.
+        #[test]
+        fn a_mutated_event_is_rejected_exactly_when_serde_json_rejects_it(
+            at in any::<proptest::sample::Index>(),
+            byte in proptest::sample::select(b"{}[]\",:\\ \t0123456789.-+eEtrufalsnSNu".to_vec()),
+            op in 0..3u8,
+        ) {
+            let good = record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0));
+            let other = record("MODIFY", "PROFILE", json!({}), json!({"tier": {"S": "x"}}));
+            let mut text = format!("{{\"Records\": [{good}, {other}]}}").into_bytes();
+            let i = at.index(text.len());
+            match op {
+                0 => text.insert(i, byte),
+                1 => text[i] = byte,
+                _ => { text.remove(i); }
+            }
+            let text = String::from_utf8(text).unwrap();
+            let ours = text.parse::<crate::handler::StreamEvent>();
+            let theirs = serde_json::from_str::<serde_json::Value>(&text).ok().filter(|v| v["Records"].is_array());
+            prop_assert_eq!(ours.is_ok(), theirs.is_some(), "{}: {:?}", text, ours.as_ref().err());
+            if let (Ok(ours), Some(theirs)) = (ours, theirs) {
+                let again: crate::handler::StreamEvent = theirs.to_string().parse().unwrap();
+                prop_assert_eq!((ours.len, ours.skipped, &ours.records), (again.len, again.skipped, &again.records), "{}", text);
             }
         }
 

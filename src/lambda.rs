@@ -76,7 +76,7 @@ pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
 }
 
 /// The event of one invocation, decoded or not, until the function takes it.
-type EventSlot = std::cell::RefCell<Option<Result<StreamEvent, serde_json::Error>>>;
+type EventSlot = std::cell::RefCell<Option<Result<StreamEvent, crate::scan::SyntaxError>>>;
 
 tokio::task_local! {
     /// The event of the invocation being handled, decoded by [`DecodeFirst`].

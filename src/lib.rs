@@ -9,6 +9,7 @@
 //!   with each write's results as an enum.
 //! - [`usage`]: usage metering with lazy rollover (`increment_usage`, `get_user_usage`).
 //! - [`reset`]: the daily reset job over the sparse reset index.
+//! - [`scan`]: the small JSON scanner that reads stream events in one pass (why: BENCHMARKS.md).
 //! - [`handler`]: the sync handler shared by the Lambda, the worker and the CLI: event in,
 //!   partial batch response out.
 //! - [`stream`]: pure pieces of reading a stream like Lambda's event source mapping: shard
@@ -36,6 +37,7 @@ pub mod onfailure;
 pub mod reconcile;
 pub mod replay;
 pub mod reset;
+pub mod scan;
 pub mod schema;
 pub mod store;
 pub mod stream;

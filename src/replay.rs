@@ -425,7 +425,8 @@ impl Replayer<'_> {
     ) -> Result<Counts, Unreplayable> {
         let mut total = Counts::default();
         if self.opts.dry_run {
-            let event: StreamEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
+            let event: StreamEvent = lambda_event(&records, stream_arn)
+                .parse()
                 .expect("a built event is valid JSON");
             let plan = handler::plan(self.store.table(), &event);
             for w in &plan.writes {
@@ -439,7 +440,8 @@ impl Replayer<'_> {
             .with_jitter()
             .build();
         for attempt in 1..=HANDLER_ATTEMPTS {
-            let event: StreamEvent = serde_json::from_str(&lambda_event(&records, stream_arn))
+            let event: StreamEvent = lambda_event(&records, stream_arn)
+                .parse()
                 .expect("a built event is valid JSON");
             let outcome = self.handler.handle(&event, Utc::now()).await;
             total.add(&outcome.counts);

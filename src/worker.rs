@@ -466,9 +466,9 @@ impl<S: ProfileStore> Worker<S> {
             tracing::debug!(shard, records = records.len(),
                 first = ?records.first().and_then(seq_of).map(String::from),
                 last = ?records.last().and_then(seq_of).map(String::from), "invoking handler");
-            let event: StreamEvent =
-                serde_json::from_str(&lambda_event(&records, &self.stream_arn))
-                    .expect("a built event is valid JSON");
+            let event: StreamEvent = lambda_event(&records, &self.stream_arn)
+                .parse()
+                .expect("a built event is valid JSON");
             let outcome = self.handler.handle(&event, Utc::now()).await;
             summary.handler.add(&outcome.counts);
             let lowest = outcome.failed_sequence_numbers().into_iter().min();

@@ -243,8 +243,7 @@ async fn attempts_that_time_out_are_retried_by_the_sdk_then_reported() {
         .load()
         .await;
     let store = tiersync::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&conf), "t");
-    let event: tiersync::handler::StreamEvent =
-        serde_json::from_str(&common::distinct_changes(3)).unwrap();
+    let event: tiersync::handler::StreamEvent = common::distinct_changes(3).parse().unwrap();
     let started = std::time::Instant::now();
     let out = tiersync::handler::SyncHandler::new(store, 8)
         .handle(&event, chrono::Utc::now())

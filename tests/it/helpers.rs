@@ -478,7 +478,10 @@ impl TestApp {
 
 /// A Lambda event from records.
 pub fn event_of(records: &[serde_json::Value]) -> tiersync::handler::StreamEvent {
-    serde_json::from_str(&serde_json::json!({ "Records": records }).to_string()).unwrap()
+    serde_json::json!({ "Records": records })
+        .to_string()
+        .parse()
+        .unwrap()
 }
 
 /// The sequence number of a Lambda record.

@@ -286,7 +286,7 @@ fn event(recs: &[Rec]) -> StreamEvent {
             .collect::<Vec<_>>()
             .join(",")
     );
-    serde_json::from_str(&body).unwrap()
+    body.parse().unwrap()
 }
 
 /// What one simulated case did, for the figures.
