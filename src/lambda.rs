@@ -3,7 +3,7 @@
 
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use chrono::Utc;
-use lambda_runtime::{service_fn, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 use crate::config::SyncConfig;
 use crate::handler::{StreamEvent, SyncHandler};
@@ -66,7 +66,7 @@ pub async fn run_sync() -> Result<(), lambda_runtime::Error> {
                 &outcome.counts.metrics()
             )
         );
-        Ok::<DynamoDbEventResponse, lambda_runtime::Error>(outcome.response)
+        Ok::<DynamoDbEventResponse, Diagnostic>(outcome.response)
     });
     lambda_runtime::Runtime::new(function)
         .layer(lambda_runtime::layers::TracingLayer::new())
@@ -130,13 +130,25 @@ where
     }
 }
 
+/// The `errorType` Lambda records for a payload that is not a DynamoDB stream event.
+pub const INVALID_EVENT: &str = "InvalidStreamEvent";
+
 /// The event [`DecodeFirst`] decoded for the current invocation. A body that is not a stream
-/// event is the invocation's error, as a payload lambda_runtime could not decode would be.
-fn decoded_event() -> Result<StreamEvent, lambda_runtime::Error> {
-    match EVENT.try_with(|slot| slot.borrow_mut().take()) {
-        Ok(Some(decoded)) => Ok(decoded?),
-        _ => Err("no decoded event for this invocation (DecodeFirst layer missing)".into()),
-    }
+/// event is the invocation's error (`errorType` [`INVALID_EVENT`]), as a payload lambda_runtime
+/// could not decode would be.
+fn decoded_event() -> Result<StreamEvent, Diagnostic> {
+    let decoded = EVENT.try_with(|slot| slot.borrow_mut().take());
+    let Ok(Some(decoded)) = decoded else {
+        return Err(Diagnostic {
+            error_type: "Runtime.DecodeFirstMissing".into(),
+            error_message: "no decoded event for this invocation (DecodeFirst layer missing)"
+                .into(),
+        });
+    };
+    decoded.map_err(|e| Diagnostic {
+        error_type: INVALID_EVENT.into(),
+        error_message: e.to_string(),
+    })
 }
 
 /// The scheduled time of an EventBridge (Scheduler) event: its `time` field, which the template

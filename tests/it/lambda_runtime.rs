@@ -164,7 +164,13 @@ async fn a_payload_that_is_not_a_stream_event_is_a_function_error_that_names_the
     match posted {
         Posted::Error(e) => {
             assert!(e.contains("/runtime/invocation/req-1/error"), "{e}");
-            assert!(e.contains("the event has no `Records` array"), "{e}");
+            let body: Value = serde_json::from_str(e.split_once(": ").unwrap().1).unwrap();
+            assert_eq!(
+                body,
+                json!({"errorType": "InvalidStreamEvent",
+                       "errorMessage": "the event has no `Records` array at byte 0"}),
+                "{e}"
+            );
         }
         Posted::Response(v) => panic!("expected an error, got {v}\nstdout: {stdout}"),
     }
