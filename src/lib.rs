@@ -26,6 +26,12 @@
 //!
 //! Binaries in `src/bin/` are thin entry points into [`lambda`] and [`cli`].
 
+/// mimalloc instead of the system allocator, only with the `mimalloc` feature: kept so the
+/// measurement that chose the system one can be re-run (BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod aws;
 pub mod cli;
 pub mod config;
