@@ -207,7 +207,9 @@ mod read {
     }
 
     /// A DynamoDB-JSON attribute value like `{"S": "..."}`. One key in a well-formed value; in a
-    /// malformed one, the first S or N wins over the rest.
+    /// malformed one with several, a string under S wins over one under N, which wins over the
+    /// rest, whatever their order: a key stays readable for the poison's log line, and a
+    /// version that also claims to be a string is poison, not read as a number.
     fn attr<'a>(s: &mut Scanner<'a>) -> Result<Attr<'a>, SyntaxError> {
         let kind = s.kind()?;
         if kind != Kind::Object {
@@ -220,14 +222,26 @@ mod read {
         let mut value: Option<Attr<'a>> = None;
         let mut members = s.object()?;
         while let Some(tag) = members.next(s)? {
-            let typed = matches!(value, Some(Attr::S(_) | Attr::N(_)));
             match &*tag {
-                "S" | "N" if !typed => {
-                    value = Some(match (text(s)?, &*tag) {
-                        (Text::Str(v), "S") => Attr::S(v),
-                        (Text::Str(v), _) => Attr::N(v),
-                        (Text::Wrong(shape), tag) => Attr::Other(format!("{{\"{tag}\": {shape}}}")),
-                    });
+                "S" | "N" => {
+                    let is_s = &*tag == "S";
+                    let held = match value {
+                        Some(Attr::S(_)) => 2,
+                        Some(Attr::N(_)) => 1,
+                        _ => 0,
+                    };
+                    if held >= if is_s { 2 } else { 1 } {
+                        s.skip()?;
+                        continue;
+                    }
+                    match text(s)? {
+                        Text::Str(v) if is_s => value = Some(Attr::S(v)),
+                        Text::Str(v) => value = Some(Attr::N(v)),
+                        Text::Wrong(shape) if held == 0 => {
+                            value = Some(Attr::Other(format!("{{\"{tag}\": {shape}}}")))
+                        }
+                        Text::Wrong(_) => {}
+                    }
                 }
                 _ => {
                     s.skip()?;
@@ -710,6 +724,46 @@ mod tests {
         assert_eq!(p.sk.as_deref(), Some("USAGE#LIMITS"));
         let p = decode("[1,2").unwrap_err();
         assert_eq!((p.seq, p.pk), (None, None));
+    }
+
+    /// A malformed attribute value with two type tags reads the same in either member order
+    /// (serde_json's maps sort keys, so these are written as text).
+    #[test]
+    fn an_attribute_value_with_two_types_reads_the_same_in_either_order() {
+        let good = record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("1"), 0),
+            limits("premium", Some("2"), 0),
+        );
+        let edit = |from: &str, to: &str| {
+            assert_eq!(good.matches(from).count(), 1, "{from}");
+            decode(&good.replacen(from, to, 1))
+        };
+        let pk = r#""Keys":{"PK":{"S":"USER#u1"}"#;
+        for to in [
+            r#""Keys":{"PK":{"N":"7","S":"USER#u1"}"#,
+            r#""Keys":{"PK":{"S":"USER#u1","N":"7"}"#,
+        ] {
+            // The string is the key: the record decides as the well-formed one does.
+            assert_eq!(edit(pk, to), decode(&good), "{to}");
+        }
+        let version = r#""tier_version":{"N":"2"}"#;
+        for to in [
+            r#""tier_version":{"N":"2","S":"2"}"#,
+            r#""tier_version":{"S":"2","N":"2"}"#,
+        ] {
+            let p = edit(version, to).unwrap_err();
+            assert_eq!(
+                p.reason,
+                PoisonReason::BadVersion {
+                    image: "new",
+                    value: r#"{"S": "2"}"#.into()
+                },
+                "{to}"
+            );
+            assert_eq!(p.pk.as_deref(), Some("USER#u1"));
+        }
     }
 
     #[test]
