@@ -86,15 +86,15 @@ tokio::task_local! {
 /// Decodes each invocation's body into a [`StreamEvent`] before `lambda_runtime` sees it.
 ///
 /// Why: `lambda_runtime` decodes payloads through serde_path_to_error, which copies every object
-/// key of every record into a `String` to report paths. On a 1,000-record event that doubles
-/// the CPU of a batch (`benches/handler.rs`: 3.0–4.3 µs a record through it, 1.6–2.1 µs
-/// decoding directly). Taking the payload as `RawValue` instead still scans the text twice
-/// (2.6–2.7 µs).
+/// key of every record into a `String` to report paths. On a 1,000-record event that doubled
+/// the CPU of a batch when it was measured (`benches/handler.rs`, serde decoder: 3.0–4.3 µs a
+/// record through it, 1.6–2.1 µs decoding directly). Taking the payload as `RawValue` instead
+/// still scans the text twice (the bench's `via_raw_value` case: about twice the direct decode).
 ///
-/// How: the layer decodes the body with serde_json, hands the inner service a `null` body (the
-/// function takes `IgnoredAny`), and runs the invocation inside a task-local scope holding the
-/// decoded event, where the function takes it. The scope covers exactly one invocation: the
-/// runtime polls the function inside the future this layer returns.
+/// How: the layer decodes the body ([`StreamEvent::from_bytes`], one scan), hands the inner
+/// service a `null` body (the function takes `IgnoredAny`), and runs the invocation inside a
+/// task-local scope holding the decoded event, where the function takes it. The scope covers
+/// exactly one invocation: the runtime polls the function inside the future this layer returns.
 #[derive(Clone, Copy)]
 struct DecodeFirst;
 
