@@ -564,6 +564,16 @@ mod tests {
         v
     }
 
+    /// u1's tier change from free (version 1) to premium (version 2), as Lambda delivers it.
+    fn an_upgrade() -> String {
+        record(
+            "MODIFY",
+            SK_LIMITS,
+            limits("free", Some("1"), 0),
+            limits("premium", Some("2"), 0),
+        )
+    }
+
     fn seq(s: &str) -> SeqNo {
         SeqNo::parse(s).unwrap()
     }
@@ -730,12 +740,7 @@ mod tests {
     /// (serde_json's maps sort keys, so these are written as text).
     #[test]
     fn an_attribute_value_with_two_types_reads_the_same_in_either_order() {
-        let good = record(
-            "MODIFY",
-            SK_LIMITS,
-            limits("free", Some("1"), 0),
-            limits("premium", Some("2"), 0),
-        );
+        let good = an_upgrade();
         let edit = |from: &str, to: &str| {
             assert_eq!(good.matches(from).count(), 1, "{from}");
             decode(&good.replacen(from, to, 1))
@@ -911,7 +916,7 @@ mod tests {
         /// the sequence number and key whenever the garbage left them readable.
         #[test]
         fn a_mangled_record_is_decided_or_poison_with_its_identity(path in proptest::sample::select(PATHS), garbage in any_json(), remove in any::<bool>()) {
-            let mut v: serde_json::Value = serde_json::from_str(&record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0))).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&an_upgrade()).unwrap();
             let (parent, key) = path.rsplit_once('/').unwrap();
             if let Some(obj) = v.pointer_mut(if parent.is_empty() { "" } else { parent }).and_then(|p| p.as_object_mut()) {
                 if remove { obj.remove(key); } else { obj.insert(key.to_owned(), garbage); }
@@ -932,7 +937,7 @@ mod tests {
         /// around every token decides exactly the same.
         #[test]
         fn a_record_decides_the_same_however_its_json_is_spelled(path in proptest::sample::select(PATHS), garbage in any_json()) {
-            let mut v: serde_json::Value = serde_json::from_str(&record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0))).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&an_upgrade()).unwrap();
             let (parent, key) = path.rsplit_once('/').unwrap();
             if let Some(obj) = v.pointer_mut(if parent.is_empty() { "" } else { parent }).and_then(|p| p.as_object_mut()) {
                 obj.insert(key.to_owned(), garbage);
@@ -951,7 +956,7 @@ mod tests {
             byte in proptest::sample::select(b"{}[]\",:\\ \t0123456789.-+eEtrufalsnSNu".to_vec()),
             op in 0..3u8,
         ) {
-            let good = record("MODIFY", SK_LIMITS, limits("free", Some("1"), 0), limits("premium", Some("2"), 0));
+            let good = an_upgrade();
             let other = record("MODIFY", "PROFILE", json!({}), json!({"tier": {"S": "x"}}));
             let mut text = format!("{{\"Records\": [{good}, {other}]}}").into_bytes();
             let i = at.index(text.len());
