@@ -349,10 +349,6 @@ mod read {
 /// One record of an event, decoded and decided.
 pub type Decoded = Result<Decision, Poison>;
 
-/// A record decoded into a decision or poison.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodedRecord(pub Decoded);
-
 /// Decodes and decides the record at the scanner's position (one element of `Records`). Only
 /// broken JSON syntax is an error.
 pub fn decode_next(s: &mut Scanner<'_>) -> Result<Decoded, SyntaxError> {

@@ -9,7 +9,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use crate::decide::{self, Decision, DecodedRecord, PlannedWrite, SeqNo};
+use crate::decide::{self, Decision, Decoded, PlannedWrite, SeqNo};
 use crate::scan::{Scanner, SyntaxError};
 use crate::schema::format_time;
 use crate::store::{ProfileStore, ProfileWrite};
@@ -20,7 +20,7 @@ use crate::store::{ProfileStore, ProfileWrite};
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// A Lambda DynamoDB event, decoded in one pass with every record on its own: each becomes a
-/// decision or poison ([`decide::DecodedRecord`]), so one malformed record cannot fail the
+/// decision or poison ([`decide::Decoded`]), so one malformed record cannot fail the
 /// batch (deserialising `aws_lambda_events::dynamodb::Event` whole would fail them all).
 ///
 /// Records that need no write (usage increments, resets, PROFILE writes: most of a real stream)
@@ -33,7 +33,7 @@ pub struct StreamEvent {
     /// Records that need no write ([`Decision::Skip`]).
     pub skipped: u64,
     /// Every other record, in event order: tier changes, unversioned changes and poison.
-    pub records: Vec<DecodedRecord>,
+    pub records: Vec<Decoded>,
 }
 
 impl StreamEvent {
@@ -67,7 +67,7 @@ impl std::str::FromStr for StreamEvent {
                 event.len += 1;
                 match decide::decode_next(&mut s)? {
                     Ok(Decision::Skip(_)) => event.skipped += 1,
-                    other => event.records.push(DecodedRecord(other)),
+                    other => event.records.push(other),
                 }
             }
         }
@@ -152,7 +152,7 @@ pub fn plan(table: &str, event: &StreamEvent) -> Plan {
         ..Counts::default()
     };
     let mut changes = Vec::new();
-    for DecodedRecord(decided) in &event.records {
+    for decided in &event.records {
         match decided {
             Ok(Decision::Change(c)) => {
                 counts.relevant += 1;
@@ -332,8 +332,8 @@ mod tests {
         ], "extra": {"ignored": true}});
         let e: StreamEvent = event.to_string().parse().unwrap();
         assert_eq!((e.len, e.skipped, e.records.len()), (4, 2, 2));
-        assert!(matches!(&e.records[0].0, Ok(Decision::Change(c)) if c.version == 2));
-        assert!(e.records[1].0.is_err());
+        assert!(matches!(&e.records[0], Ok(Decision::Change(c)) if c.version == 2));
+        assert!(e.records[1].is_err());
         let p = plan("t", &e);
         assert_eq!(
             (
